@@ -15,7 +15,12 @@ double seconds = double.Parse(Arg("--seconds") ?? "3", System.Globalization.Cult
 bool skipLibrary = args.Contains("--no-library");
 
 var texts = LoadAbstracts(corpusPath);
+var loadWatch = Stopwatch.StartNew();
 var ours = LlamaSentencePieceTokenizer.FromFile(tokenizerPath);
+Console.WriteLine($"load tokenizer.model (our reader + pair table + library decoder): {loadWatch.ElapsedMilliseconds} ms");
+loadWatch.Restart();
+_ = new MeLlama.Tokenization.SentencePiece.SentencePieceBpeEncoder(MeLlama.Tokenization.SentencePiece.SentencePieceModelFile.Read(tokenizerPath));
+Console.WriteLine($"second load of the encoder alone: {loadWatch.ElapsedMilliseconds} ms");
 LlamaTokenizer library;
 using (var stream = File.OpenRead(tokenizerPath)) library = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
 var gpt2 = TokenizerLoader.Load("gpt2");
