@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using MeLlama.Core.IO;
-using MeLlama.Model.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Text;
-using MeLlama.Model.SafeTensors;
 using MeLlama.TestSupport;
 using static TorchSharp.torch;
 
