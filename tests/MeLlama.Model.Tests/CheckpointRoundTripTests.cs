@@ -68,7 +68,7 @@ public class CheckpointRoundTripTests
         using var model = new LlamaForCausalLM(Fixtures.TinyConfig(), seed: 45);
         Directory.CreateDirectory(dir["hf"]);
         File.WriteAllText(dir["hf/stale.txt"], "from an older export");
-        HfCheckpoint.Save(model, dir["hf"], ScalarType.Float32, writeExtraFiles: folder => File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), "{}"));
+        HfCheckpoint.Save(model, dir["hf"] + Path.DirectorySeparatorChar, ScalarType.Float32, writeExtraFiles: folder => File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), "{}"));
 
         Assert.Equal(
             new[] { "config.json", "generation_config.json", "model.safetensors", "tokenizer_config.json" },
