@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using static TorchSharp.torch;
 
-namespace MeLlama.Model.SafeTensors;
+namespace MeLlama.Model;
 
 /// <summary>
 /// The weights of an HF model folder: either one <c>model.safetensors</c>, or several files listed by
@@ -76,6 +76,8 @@ public sealed class SafeTensorsCheckpoint : IDisposable
 
     static Dictionary<string, string> ReadWeightMap(string indexPath)
     {
+        if (new FileInfo(indexPath).Length > SafeTensorsHeader.MaxHeaderBytes)
+            throw new InvalidDataException($"{indexPath}: larger than {SafeTensorsHeader.MaxHeaderBytes} bytes; not an index");
         JsonNode? root;
         try { root = JsonNode.Parse(File.ReadAllText(indexPath)); }
         catch (JsonException e) { throw new InvalidDataException($"{indexPath}: not valid JSON ({e.Message})", e); }

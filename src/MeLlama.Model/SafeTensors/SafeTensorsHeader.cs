@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
 
-namespace MeLlama.Model.SafeTensors;
+namespace MeLlama.Model;
 
 /// <summary>
 /// The parsed and validated header of a safetensors file. Layout: 8-byte little-endian header length N,
