@@ -28,6 +28,8 @@ public sealed class TcpCollectives : ICollectives
     IntPtr scratch;
     long scratchBytes;
     long sequence;
+    volatile bool headerArrived;
+    CancellationTokenSource? operation; // the call in flight: cancelled when one of its transfers fails
     int busy;
     CollectiveException? broken;
     int disposed;
@@ -134,7 +136,7 @@ public sealed class TcpCollectives : ICollectives
             IntPtr recvAt = data + (nint)(chunks.Offset(recv) * e);
             await BothAsync(
                 SendAsync(data + (nint)(chunks.Offset(send) * e), chunks.Count(send) * e, ct),
-                ReceiveReduceAsync(recvAt, recvAt, chunks.Count(recv) * e, dtype, op, ct), ct).ConfigureAwait(false);
+                ReceiveReduceAsync(recvAt, recvAt, chunks.Count(recv) * e, dtype, op, ct)).ConfigureAwait(false);
         }
         if (op == ReduceOp.Avg) DivideBytes(data + (nint)(chunks.Offset(r) * e), chunks.Count(r) * e, dtype, w);
         await AllGatherAsync(data, chunks, e, ct).ConfigureAwait(false);
@@ -153,7 +155,7 @@ public sealed class TcpCollectives : ICollectives
             IntPtr writeTo = s == w - 2 ? output : Partial(s);
             await BothAsync(
                 SendAsync(sendFrom, bytes, ct),
-                ReceiveReduceAsync(input + (nint)(recv * bytes), writeTo, bytes, dtype, op, ct), ct).ConfigureAwait(false);
+                ReceiveReduceAsync(input + (nint)(recv * bytes), writeTo, bytes, dtype, op, ct)).ConfigureAwait(false);
         }
         if (op == ReduceOp.Avg) DivideBytes(output, bytes, dtype, w);
     }
@@ -166,7 +168,7 @@ public sealed class TcpCollectives : ICollectives
             int send = Mod(r - s), recv = Mod(r - s - 1);
             await BothAsync(
                 SendAsync(data + (nint)(chunks.Offset(send) * e), chunks.Count(send) * e, ct),
-                ReceiveAsync(data + (nint)(chunks.Offset(recv) * e), chunks.Count(recv) * e, ct), ct).ConfigureAwait(false);
+                ReceiveAsync(data + (nint)(chunks.Offset(recv) * e), chunks.Count(recv) * e, ct)).ConfigureAwait(false);
         }
     }
 
@@ -261,13 +263,13 @@ public sealed class TcpCollectives : ICollectives
     /// Runs a send and a receive together. On the first failure the other is cancelled, and both have
     /// finished touching tensor memory before this returns; the first failure is the one reported.
     /// </summary>
-    static async Task BothAsync(Task send, Task receive, CancellationToken ct)
+    async Task BothAsync(Task send, Task receive)
     {
-        _ = ct;
         var first = await Task.WhenAny(send, receive).ConfigureAwait(false);
         var other = first == send ? receive : send;
         if (first.IsFaulted || first.IsCanceled)
         {
+            try { operation?.Cancel(); } catch (ObjectDisposedException) { }
             await Settle(other).ConfigureAwait(false);
             await first.ConfigureAwait(false);
         }
@@ -301,6 +303,7 @@ public sealed class TcpCollectives : ICollectives
             var limit = timeout ?? options.Timeout;
             using var cts = CancellationTokenSource.CreateLinkedTokenSource(group.AbortToken);
             cts.CancelAfter(limit);
+            operation = cts;
             try
             {
                 RunAsync(header, body, cts.Token).GetAwaiter().GetResult();
@@ -310,6 +313,7 @@ public sealed class TcpCollectives : ICollectives
                 Break(Diagnose(header, e, limit));
                 throw broken!;
             }
+            finally { operation = null; }
         }
         finally { Volatile.Write(ref busy, 0); }
     }
@@ -317,9 +321,10 @@ public sealed class TcpCollectives : ICollectives
     async Task RunAsync(OpHeader header, Func<CancellationToken, Task> body, CancellationToken ct)
     {
         header.Write(headerOut);
+        headerArrived = false;
         var send = SendHeaderAsync(ct);
         var receive = ReceiveHeaderAsync(ct);
-        await BothAsync(send, receive, ct).ConfigureAwait(false);
+        await BothAsync(send, receive).ConfigureAwait(false);
         var theirs = OpHeader.Read(headerIn);
         if (theirs != header) throw new RingMismatchException(header, theirs);
         await body(ct).ConfigureAwait(false);
@@ -333,7 +338,11 @@ public sealed class TcpCollectives : ICollectives
 
     async Task ReceiveHeaderAsync(CancellationToken ct)
     {
-        try { await Net.SocketIO.ReadExactlyAsync(fromPrev, headerIn, ct).ConfigureAwait(false); }
+        try
+        {
+            await Net.SocketIO.ReadExactlyAsync(fromPrev, headerIn, ct).ConfigureAwait(false);
+            headerArrived = true;
+        }
         catch (Exception e) when (e is SocketException or ObjectDisposedException or IOException) { throw new PeerIOException(prev, sending: false, e); }
     }
 
@@ -358,8 +367,14 @@ public sealed class TcpCollectives : ICollectives
                     : $"rank {io.Peer} closed its connection to rank {Rank} ({io.InnerException?.Message}): it exited or crashed");
                 break;
             default:
+                // If the predecessor entered this collective it is probably stuck behind someone else, who
+                // is timing out right now too: give the rank nearest the culprit a moment to report it.
+                if (headerArrived && group.WaitForNotice(TimeSpan.FromSeconds(Math.Clamp(limit.TotalSeconds / 10, 2, 10))) is { } other)
+                    return Explain(what, other, e);
                 timedOut = true;
-                local = new AbortNotice(prev, $"rank {Rank} timed out after {limit.TotalSeconds:0.#} s in {what}: rank {prev} sent nothing more (it is hung, stopped, or waiting on another rank)");
+                local = new AbortNotice(prev, headerArrived
+                    ? $"rank {Rank} timed out after {limit.TotalSeconds:0.#} s in {what}: rank {prev} stopped sending mid-operation (hung, stopped, or waiting on another rank)"
+                    : $"rank {Rank} timed out after {limit.TotalSeconds:0.#} s in {what}: rank {prev} never joined it (hung, stopped, busy elsewhere, or calling collectives in a different order)");
                 break;
         }
         var standing = group.PostAbort(local);
