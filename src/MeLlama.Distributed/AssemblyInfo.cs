@@ -1,1 +1,3 @@
-namespace MeLlama.Distributed;
+using System.Runtime.CompilerServices;
+
+[assembly: InternalsVisibleTo("MeLlama.Distributed.Tests")]
