@@ -118,22 +118,23 @@ public sealed class SingleProcessTrainStep : ITrainStep
         long t = ids.shape[1] - 1;
         var logits = _model.forward(ids.narrow(1, 0, t)).to(ScalarType.Float32);
         var labels = ids.narrow(1, 1, t);
-        var sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), reduction: nn.Reduction.Sum);
+        var sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), reduction: nn.Reduction.None)
+            .to(ScalarType.Float64).sum();
         return new EvalSums(sum.item<double>(), labels.numel());
     }
 
     public void SaveState(string checkpointDir)
     {
-        using var scope = NewDisposeScope();
-        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Model), _optimizer.MasterWeights().Select(p => (p.Name, p.Tensor.cpu())), null);
-        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Optimizer), _optimizer.StateTensors().Select(p => (p.Name, p.Tensor.cpu())), null);
+        // The writer copies one tensor at a time to the host, so GPU state never needs a second full copy.
+        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Model), _optimizer.MasterWeights(), new Dictionary<string, string> { ["format"] = "pt" });
+        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Optimizer), _optimizer.StateTensors());
     }
 
     public void LoadState(string checkpointDir, long optimizerSteps)
     {
         using var model = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Model));
         using var state = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Optimizer));
-        _optimizer.LoadState(name => model.ReadTensor(name, ScalarType.Float32), name => state.ReadTensor(name, ScalarType.Float32), optimizerSteps);
+        _optimizer.LoadState(name => model.ReadTensor(name, ScalarType.Float32, _model.Device), name => state.ReadTensor(name, ScalarType.Float32, _model.Device), optimizerSteps);
     }
 
     public void Dispose() => _optimizer.Dispose();

@@ -32,41 +32,19 @@ public static class HfExporter
             throw new InvalidDataException($"tokenizer {tokenizer.Name} has {tokenizer.VocabSize} ids but the model only {config.VocabSize}");
 
         using var scope = NewDisposeScope();
-        using var model = new LlamaForCausalLM(config, CPU, ScalarType.Float32, initialize: false);
-        using (no_grad())
+        var tensors = new List<(string Name, Tensor Tensor)>();
         using (var reader = SafeTensorsReader.Open(Path.Combine(dir, CheckpointFiles.Model)))
+            foreach (var entry in reader.Header.EntriesInFileOrder) tensors.Add((entry.Name, reader.ReadTensor(entry.Name, ScalarType.Float32)));
+        var exportInfo = JsonSerializer.Serialize(new Dictionary<string, object>
         {
-            foreach (var (name, p) in model.named_parameters())
-            {
-                using var t = reader.ReadTensor(name, ScalarType.Float32);
-                p.copy_(t);
-            }
-        }
-
-        string full = Path.GetFullPath(outDir);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string tmp = AtomicFile.TempName(full);
-        Directory.CreateDirectory(tmp);
-        try
+            ["checkpoint"] = Path.GetFullPath(dir), ["step"] = check.Step, ["dtype"] = dtype.ToString(), ["tokenizer"] = tokenizer?.Name ?? "(none)",
+        });
+        HfCheckpoint.Save(config, tensors, outDir, dtype, writeExtraFiles: tmp =>
         {
-            HfCheckpoint.Save(model, tmp, dtype);
             tokenizer?.SaveHfFiles(tmp);
-            File.WriteAllText(Path.Combine(tmp, "mellama_export.json"), JsonSerializer.Serialize(new Dictionary<string, object>
-            {
-                ["checkpoint"] = Path.GetFullPath(dir),
-                ["step"] = check.Step,
-                ["dtype"] = dtype.ToString(),
-                ["tokenizer"] = tokenizer?.Name ?? "(none)",
-            }));
-            foreach (var f in Directory.EnumerateFiles(tmp)) { using var fs = new FileStream(f, FileMode.Open, FileAccess.ReadWrite); fs.Flush(true); }
-            AtomicFile.FsyncDirectory(tmp);
-            AtomicFile.Commit(tmp, full);
-        }
-        catch
-        {
-            if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
-            throw;
-        }
+            AtomicFile.WriteAllText(Path.Combine(tmp, "mellama_export.json"), exportInfo);
+        });
+        string full = Path.GetFullPath(outDir);
         if (tokenizer == null) log.Warning("No tokenizer known for this run: {Out} has no tokenizer files (pass --tokenizer)", full);
         log.Information("Exported {Checkpoint} (step {Step}) to {Out} as {Dtype}", dir, check.Step, full, dtype);
         return full;

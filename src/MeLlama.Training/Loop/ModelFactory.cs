@@ -1,4 +1,5 @@
 using MeLlama.Model;
+using TorchSharp;
 using MeLlama.Training.Config;
 using static TorchSharp.torch;
 

@@ -101,11 +101,13 @@ public sealed class Trainer
         }
         else
         {
-            var modelConfig = ModelFactory.FromArch(c.Model.Arch!, c.Model.InitStd, _options.TokenizerVocab);
+            var modelConfig = ModelFactory.FromArch(c.Model.Arch!, c.Model.InitStd, _options.TokenizerVocab ?? _options.Data.TokenizerVocabSize);
             model = ModelFactory.RandomInit(modelConfig, device, dtype, c.Seed);
         }
         using var modelLifetime = model;
         var mc = model.Config;
+        if (_options.Data.TokenizerVocabSize is { } dataVocab && dataVocab > mc.VocabSize)
+            throw new ConfigError($"the datasets were tokenized with a {dataVocab}-id vocabulary but the model has only {mc.VocabSize} embeddings");
         int accum = GradAccumSteps(c);
         long tokensPerStep = (long)c.SeqLen * c.MicroBatch * accum;
         long totalSteps = TotalSteps(c, tokensPerStep);
@@ -311,13 +313,13 @@ public sealed class Trainer
     static void SaveRng(string dir)
     {
         using var cpuState = torch.random.get_rng_state();
-        SafeTensorsWriter.Write(Path.Combine(dir, CheckpointFiles.Rng), [("torch.cpu", cpuState)], null);
+        SafeTensorsWriter.Write(Path.Combine(dir, CheckpointFiles.Rng), [("torch.cpu", cpuState)]);
     }
 
     static void RestoreRng(string dir)
     {
         using var reader = SafeTensorsReader.Open(Path.Combine(dir, CheckpointFiles.Rng));
-        using var cpuState = reader.ReadTensor("torch.cpu", null);
+        using var cpuState = reader.ReadTensor("torch.cpu");
         torch.random.set_rng_state(cpuState);
     }
 }

@@ -29,4 +29,6 @@ public interface IDataProvider
     /// <summary>Opens the stream at its start (<paramref name="resume"/> null) or where a checkpoint left it.</summary>
     ISampleSource OpenTraining(int seqLen, ulong seed, JsonNode? resume);
     IReadOnlyList<IEvalSet> OpenEvalSets(int seqLen);
+    /// <summary>Vocabulary size of the tokenizer the data was tokenized with (null when unknown).</summary>
+    int? TokenizerVocabSize { get; }
 }

@@ -22,6 +22,8 @@ public sealed class PreparedDataProvider(DataSection data, int rank = 0, int wor
         return infos[0].Info;
     }
 
+    public int? TokenizerVocabSize => Tokenizer().VocabSize;
+
     static DatasetManifest LoadManifest(DomainSource d)
     {
         try { return DatasetManifest.Load(d.Path); }
