@@ -10,5 +10,8 @@ public static class CommandCatalog
     {
         yield return TokenizeCommand.Create();
         yield return ScoreCommand.Create();
+        yield return PretrainCommand.Create();
+        yield return ExportCommand.Create();
+        yield return PlotCommand.Create();
     }
 }
