@@ -23,14 +23,12 @@ public sealed class TokenizedLogLikelihoodScorer(ITextTokenizer tokenizer, ICaus
         for (int start = 0; start < order.Count; start += batchSize)
         {
             var batch = order.Skip(start).Take(batchSize).ToList();
-            var logProbs = model.NextTokenLogProbs(batch.Select(i => encoded[i].Tokens).ToList());
+            var logProbs = model.TokenLogProbs(batch.Select(i => new ScoringSpan(encoded[i].Tokens, encoded[i].ContinuationStart)).ToList());
             for (int b = 0; b < batch.Count; b++)
             {
-                var (tokens, continuationStart) = encoded[batch[b]];
                 double sum = 0;
-                // Token t (t ≥ 1) is predicted at entry t-1.
-                for (int t = continuationStart; t < tokens.Length; t++) sum += logProbs[b][t - 1];
-                results[batch[b]] = new LogLikelihood(sum, tokens.Length - continuationStart);
+                foreach (float lp in logProbs[b]) sum += lp;
+                results[batch[b]] = new LogLikelihood(sum, logProbs[b].Length);
             }
         }
         return results;
