@@ -17,6 +17,7 @@ public sealed record EvalReport
     public required int BootstrapResamples { get; init; }
     public required double ConfidenceLevel { get; init; }
     public required IReadOnlyList<TaskResult> Tasks { get; init; }
+    public IReadOnlyList<Perplexity.DomainPerplexity> Perplexity { get; init; } = [];
     public IReadOnlyList<string> PaperColumns { get; init; } = [];
     public string? PaperSource { get; init; }
     public IReadOnlyList<string> Notes { get; init; } = [];

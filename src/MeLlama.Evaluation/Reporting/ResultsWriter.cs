@@ -59,6 +59,14 @@ public static class ResultsWriter
                 sb.AppendLine();
             }
         }
+        if (report.Perplexity.Count > 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine("| Domain (held-out) | Windows | Tokens | Mean NLL | Perplexity [95% CI] |");
+            sb.AppendLine("|---|---:|---:|---:|---:|");
+            foreach (var d in report.Perplexity)
+                sb.AppendLine(ic, $"| {d.Domain} | {d.Windows} | {d.Tokens} | {d.MeanNll:0.0000} | {d.Perplexity:0.00}{(d.PerplexityLower is double lo && d.PerplexityUpper is double hi ? $" [{lo:0.00}, {hi:0.00}]" : "")} |");
+        }
         sb.AppendLine();
         sb.AppendLine("Empty paper cells: the paper reports no such metric for that dataset (e.g. length-normalised accuracy is ours only). \"not found\": the paper's value could not be found and verified, so none is shown.");
         foreach (var task in report.Tasks)
