@@ -6,7 +6,8 @@ namespace MeLlama.Evaluation.Datasets;
 /// <summary>
 /// PubMedQA PQA-L: <c>ori_pqal.json</c> is an object PMID → {QUESTION, CONTEXTS (array of strings),
 /// LONG_ANSWER, final_decision ∈ yes/no/maybe}; the test split is the set of PMIDs in
-/// <c>test_ground_truth.json</c> (an object PMID → label, or an array of PMIDs), kept in that file's order.
+/// <c>test_ground_truth.json</c> (an object PMID → label, or an array of PMIDs). Items keep ori_pqal.json's
+/// order, not the id file's: that file is sorted by label, so its first N items (--limit) would all be "yes".
 /// Fields for prompts: question, contexts (paragraphs joined by newlines), long_answer.
 /// </summary>
 public static class PubMedQaReader
@@ -19,15 +20,11 @@ public static class PubMedQaReader
         var all = ReadAll(dataPath);
         if (testIdsPath == null) return new TaskData(all, [], "none (no test-id file given)");
         var testIds = ReadIds(testIdsPath);
-        var byId = all.ToDictionary(i => i.Id);
-        var items = new List<EvalItem>(testIds.Count);
+        var known = all.Select(i => i.Id).ToHashSet();
         foreach (var id in testIds)
-        {
-            if (!byId.TryGetValue(id, out var item))
-                throw new DatasetException($"{testIdsPath}: test id {id} is not a key of {dataPath}");
-            items.Add(item);
-        }
+            if (!known.Contains(id)) throw new DatasetException($"{testIdsPath}: test id {id} is not a key of {dataPath}");
         var testSet = testIds.ToHashSet();
+        var items = all.Where(i => testSet.Contains(i.Id)).ToList();
         var pool = all.Where(i => !testSet.Contains(i.Id)).ToList();
         return new TaskData(items, pool, $"PQA-L items outside the test ids ({pool.Count})");
     }

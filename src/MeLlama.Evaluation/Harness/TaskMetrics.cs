@@ -6,7 +6,8 @@ namespace MeLlama.Evaluation.Harness;
 
 /// <summary>
 /// Computes a task's metrics from its items and their predictions (aligned lists), each with a percentile
-/// bootstrap interval over items. Metric names: accuracy, macro_f1 (+ accuracy_norm, macro_f1_norm from
+/// bootstrap interval over items. Macro-F1 averages over the labels present in gold or predictions (sklearn's
+/// default). Metric names: accuracy, macro_f1 (+ accuracy_norm, macro_f1_norm from
 /// length-normalised log-likelihoods); micro_f1/macro_f1 for multi-label; entity_f1, entity_precision,
 /// entity_recall, entity_macro_f1; relation_f1, relation_precision, relation_recall; exact_match, token_f1;
 /// rouge1, rouge2, rougeL (F-measure means).
@@ -31,12 +32,12 @@ public static class TaskMetrics
                 var gold = items.Select(i => i.Gold).ToArray();
                 var pred = predictions.Select(p => p.Prediction).ToArray();
                 Add("accuracy", idx => Classification.Accuracy(Pick(gold, idx), Pick(pred, idx)), 1);
-                Add("macro_f1", idx => Classification.MacroF1(Pick(gold, idx), Pick(pred, idx), labels).MacroF1, 2);
+                Add("macro_f1", idx => MacroF1(Pick(gold, idx), Pick(pred, idx), labels), 2);
                 if (predictions.Any(p => p.LogLikelihoods != null))
                 {
                     var norm = predictions.Select(p => p.PredictionNorm).ToArray();
                     Add("accuracy_norm", idx => Classification.Accuracy(Pick(gold, idx), Pick(norm, idx)), 3);
-                    Add("macro_f1_norm", idx => Classification.MacroF1(Pick(gold, idx), Pick(norm, idx), labels).MacroF1, 4);
+                    Add("macro_f1_norm", idx => MacroF1(Pick(gold, idx), Pick(norm, idx), labels), 4);
                 }
                 break;
             }
@@ -101,6 +102,13 @@ public static class TaskMetrics
     /// <summary>The task's label set: its fixed labels, else every choice label in order of first appearance.</summary>
     public static IReadOnlyList<string> ChoiceLabels(TaskDefinition task, IReadOnlyList<EvalItem> items) =>
         task.Labels ?? items.SelectMany(i => i.ChoiceLabels).Distinct(StringComparer.Ordinal).ToList();
+
+    /// <summary>Macro-F1 over the task's labels that occur in gold or predictions (sklearn's default set).</summary>
+    static double MacroF1(List<string> gold, List<string?> pred, IReadOnlyList<string> labels)
+    {
+        var present = Classification.PresentLabels(gold, pred, labels);
+        return present.Count == 0 ? 0 : Classification.MacroF1(gold, pred, present).MacroF1;
+    }
 
     static List<T> Pick<T>(T[] values, int[] idx)
     {
