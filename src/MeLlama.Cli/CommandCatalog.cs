@@ -13,5 +13,6 @@ public static class CommandCatalog
         yield return PretrainCommand.Create();
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();
+        yield return EvalCommand.Create();
     }
 }

@@ -20,10 +20,10 @@ public static class Classification
     }
 
     /// <summary>
-    /// Unweighted mean of per-class F1 over <paramref name="labels"/> (the task's label set, so a class
-    /// that is never predicted contributes F1 = 0 and a class absent from both gold and predictions
-    /// still counts, as sklearn's f1_score(average="macro", labels=labels, zero_division=0)).
-    /// Predictions outside the label set only lower the recall of their item's gold class.
+    /// Unweighted mean of per-class F1 over <paramref name="labels"/>; a class that is never predicted
+    /// contributes F1 = 0 (sklearn's f1_score(average="macro", labels=labels, zero_division=0)).
+    /// Predictions outside the label set (and unparsed ones) only lower the recall of their item's gold class.
+    /// Use <see cref="PresentLabels"/> for sklearn's default label set.
     /// </summary>
     public static MacroF1Result MacroF1(IReadOnlyList<string> gold, IReadOnlyList<string?> predicted, IReadOnlyList<string> labels)
     {
@@ -47,6 +47,18 @@ public static class Classification
             sum += prf.F1;
         }
         return new MacroF1Result(sum / labels.Count, perClass);
+    }
+
+    /// <summary>
+    /// The classes of <paramref name="labelSet"/> that occur in gold or predictions, in label-set order: the
+    /// labels sklearn averages over by default, minus anything that is not a class (unparsed outputs). On a
+    /// small slice this keeps a class that occurs nowhere from counting as F1 = 0.
+    /// </summary>
+    public static IReadOnlyList<string> PresentLabels(IReadOnlyList<string> gold, IReadOnlyList<string?> predicted, IReadOnlyList<string> labelSet)
+    {
+        var present = new HashSet<string>(gold, StringComparer.Ordinal);
+        foreach (var p in predicted) if (p != null) present.Add(p);
+        return labelSet.Where(present.Contains).ToList();
     }
 
     static void CheckLengths(IReadOnlyList<string> gold, IReadOnlyList<string?> predicted)
