@@ -1,0 +1,123 @@
+using Microsoft.Win32.SafeHandles;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MeLlama.Model.SafeTensors;
+
+/// <summary>
+/// Reads tensors from one safetensors file, one at a time, straight from disk into their destination:
+/// when the destination is a contiguous CPU tensor of the stored dtype the bytes land in its memory with no
+/// copy; otherwise they pass through a bounded staging buffer (<see cref="StagingBytes"/>) that converts
+/// dtype and moves to the device. Loading a model therefore never needs twice its size in memory.
+/// </summary>
+public sealed class SafeTensorsReader : IDisposable
+{
+    /// <summary>Upper bound on the temporary buffer used for conversion or device transfer.</summary>
+    public const long StagingBytes = 64L << 20;
+
+    readonly SafeFileHandle file;
+    readonly SafeTensorsHeader header;
+
+    SafeTensorsReader(string path, SafeFileHandle file, SafeTensorsHeader header)
+    {
+        Path = path;
+        this.file = file;
+        this.header = header;
+    }
+
+    /// <summary>Opens <paramref name="path"/> and validates its header (see <see cref="SafeTensorsHeader"/>).</summary>
+    public static SafeTensorsReader Open(string path)
+    {
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("safetensors data is little-endian");
+        var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+        try
+        {
+            return new SafeTensorsReader(path, handle, SafeTensorsHeader.Read(handle, path));
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    public string Path { get; }
+    public IReadOnlyDictionary<string, SafeTensorEntry> Entries => header.Entries;
+    public IReadOnlyDictionary<string, string> Metadata => header.Metadata;
+    public SafeTensorsHeader Header => header;
+
+    public SafeTensorEntry Entry(string name) =>
+        header.Entries.TryGetValue(name, out var entry) ? entry
+            : throw new KeyNotFoundException($"safetensors file {Path} has no tensor \"{name}\"");
+
+    /// <summary>A new tensor holding <paramref name="name"/>, converted to <paramref name="dtype"/> and placed on <paramref name="device"/> if given.</summary>
+    public Tensor ReadTensor(string name, ScalarType? dtype = null, Device? device = null)
+    {
+        var entry = Entry(name);
+        var result = empty(entry.Shape, dtype ?? entry.Dtype, device ?? CPU);
+        try
+        {
+            ReadInto(name, result);
+            return result;
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Fills <paramref name="destination"/> (same shape; any dtype, any device, e.g. a model parameter) with
+    /// tensor <paramref name="name"/>. No autograd history is recorded.
+    /// </summary>
+    public void ReadInto(string name, Tensor destination)
+    {
+        var entry = Entry(name);
+        if (!destination.shape.SequenceEqual(entry.Shape))
+            throw new InvalidDataException($"safetensors file {Path}, tensor \"{name}\": stored shape {entry.ShapeText} but the destination is [{string.Join(", ", destination.shape)}]");
+        if (entry.ElementCount == 0) return;
+
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        long fileOffset = header.DataStart + entry.Begin;
+        bool direct = destination.device_type == DeviceType.CPU && destination.dtype == entry.Dtype && destination.is_contiguous();
+        if (direct)
+        {
+            ReadChunks(entry, destination.view(-1), fileOffset);
+            return;
+        }
+        if (!destination.is_contiguous())
+        {
+            destination.copy_(ReadTensor(name));
+            return;
+        }
+        // Convert (e.g. BF16 file → fp32 model) and/or transfer (CPU → GPU) chunk by chunk.
+        long chunkElements = Math.Max(1, StagingBytes / entry.ElementSize);
+        var staging = empty(Math.Min(chunkElements, entry.ElementCount), entry.Dtype, CPU);
+        var flat = destination.view(-1);
+        for (long start = 0; start < entry.ElementCount; start += chunkElements)
+        {
+            long count = Math.Min(chunkElements, entry.ElementCount - start);
+            var stage = staging.narrow(0, 0, count);
+            ReadChunks(entry, stage, fileOffset + start * entry.ElementSize);
+            flat.narrow(0, start, count).copy_(stage);
+        }
+    }
+
+    /// <summary>Reads flat.numel() elements at <paramref name="fileOffset"/> into the contiguous CPU tensor <paramref name="flat"/>.</summary>
+    void ReadChunks(SafeTensorEntry entry, Tensor flat, long fileOffset)
+    {
+        // Tensor.bytes spans at most int.MaxValue bytes, so large tensors are read in slices.
+        long sliceElements = Math.Max(1, (1L << 30) / entry.ElementSize);
+        long total = flat.shape[0];
+        for (long start = 0; start < total; start += sliceElements)
+        {
+            long count = Math.Min(sliceElements, total - start);
+            using var slice = flat.narrow(0, start, count);
+            SafeTensorsHeader.ReadExactly(file, slice.bytes, fileOffset + start * entry.ElementSize, Path);
+        }
+    }
+
+    public void Dispose() => file.Dispose();
+}
