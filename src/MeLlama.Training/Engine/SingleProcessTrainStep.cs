@@ -1,5 +1,4 @@
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
 using MeLlama.Training.Optim;
 using TorchSharp;
 using TorchSharp.Modules;
