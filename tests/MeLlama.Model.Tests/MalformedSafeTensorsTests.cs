@@ -121,6 +121,21 @@ public class MalformedSafeTensorsTests
         Assert.Contains("missing", missing.Message);
     }
 
+    [Theory]
+    [InlineData("[1, 2]", "weight_map")]
+    [InlineData("{\"weight_map\": {\"a\": \"x.safetensors\", \"a\": \"y.safetensors\"}}", "not valid JSON")]
+    [InlineData("{\"weight_map\": {\"a\": 3}}", "must be a file name")]
+    [InlineData("{\"weight_map\": {\"a\": \"absent.safetensors\"}}", "absent.safetensors")]
+    public void Bad_index_files_are_refused(string index, string expected)
+    {
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir["hf"]);
+        File.WriteAllText(dir["hf/model.safetensors.index.json"], index);
+        var error = Assert.ThrowsAny<Exception>(() => SafeTensorsCheckpoint.Open(dir["hf"]));
+        Assert.True(error is InvalidDataException or FileNotFoundException, error.ToString());
+        Assert.Contains(expected, error.Message);
+    }
+
     [Fact]
     public void Index_pointing_outside_the_folder_is_refused()
     {
