@@ -106,6 +106,9 @@ public sealed class SafeTensorsCheckpoint : IDisposable
 
     public void ReadInto(string name, Tensor destination) => ReaderOf(name).ReadInto(name, destination);
 
+    /// <inheritdoc cref="SafeTensorsReader.ReadSlice"/>
+    public void ReadSlice(string name, long firstElement, Tensor destination) => ReaderOf(name).ReadSlice(name, firstElement, destination);
+
     public Tensor ReadTensor(string name, ScalarType? dtype = null, Device? device = null) => ReaderOf(name).ReadTensor(name, dtype, device);
 
     SafeTensorsReader ReaderOf(string name) =>
