@@ -9,5 +9,6 @@ public static class CommandCatalog
     public static IEnumerable<Command> Create()
     {
         yield return TokenizeCommand.Create();
+        yield return PrepareCommand.Create();
     }
 }
