@@ -14,5 +14,6 @@ public static class CommandCatalog
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();
         yield return EvalCommand.Create();
+        yield return PrepareCommand.Create();
     }
 }
