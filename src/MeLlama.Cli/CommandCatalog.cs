@@ -9,5 +9,7 @@ public static class CommandCatalog
     public static IEnumerable<Command> Create()
     {
         yield return TokenizeCommand.Create();
+        yield return LaunchCommand.Create();
+        yield return CollectivesSelftestCommand.Create();
     }
 }
