@@ -21,6 +21,7 @@ public static class CollectivesSelftestCommand
         var dtypes = new Option<string>("--dtypes") { Description = "Comma-separated dtypes: float32, bfloat16, float16, float64, int64, int32", DefaultValueFactory = _ => "float32,bfloat16" };
         var iterations = new Option<int>("--iterations") { Description = "Timed repetitions per case", DefaultValueFactory = _ => 5 };
         var warmup = new Option<int>("--warmup") { Description = "Untimed repetitions per case", DefaultValueFactory = _ => 1 };
+        var ops = new Option<string>("--ops") { Description = "Comma-separated collectives: all_reduce, reduce_scatter, all_gather, broadcast", DefaultValueFactory = _ => string.Join(',', SelfTestOptions.AllOps) };
         var loops = new Option<int>("--loops") { Description = "Repeat the suite (0 = until SIGTERM/SIGUSR1, then exit 75)", DefaultValueFactory = _ => 1 };
         var device = new Option<string>("--device") { Description = "cpu or cuda (cuda uses NCCL on the rank's local GPU)", DefaultValueFactory = _ => "cpu" };
         var backend = new Option<string>("--backend") { Description = "auto, tcp, nccl or single", DefaultValueFactory = _ => "auto" };
@@ -28,7 +29,7 @@ public static class CollectivesSelftestCommand
         var failRank = new Option<int?>("--fail-rank") { Description = "Diagnostics: this rank exits with code 3 after joining, as a crash would", Hidden = true };
 
         var command = new Command("collectives-selftest", "Check every collective across the job's ranks on known data and report timings (a cluster health check)");
-        foreach (var o in new Option[] { sizes, dtypes, iterations, warmup, loops, device, backend, timeout, failRank }) command.Options.Add(o);
+        foreach (var o in new Option[] { sizes, dtypes, ops, iterations, warmup, loops, device, backend, timeout, failRank }) command.Options.Add(o);
         command.SetAction(parse =>
         {
             DistributedEnvironment env;
@@ -44,6 +45,9 @@ public static class CollectivesSelftestCommand
                     Iterations = parse.GetValue(iterations),
                     Warmup = parse.GetValue(warmup),
                     Loops = parse.GetValue(loops),
+                    Ops = parse.GetValue(ops)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                        .Select(op => SelfTestOptions.AllOps.Contains(op) ? op : throw new FormatException($"--ops: unknown collective '{op}' ({string.Join(", ", SelfTestOptions.AllOps)})"))
+                        .ToHashSet(),
                 };
                 options = CollectivesOptions.FromEnvironment();
                 if (parse.GetValue(timeout) is double seconds)
