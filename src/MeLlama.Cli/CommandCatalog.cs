@@ -15,5 +15,7 @@ public static class CommandCatalog
         yield return PlotCommand.Create();
         yield return EvalCommand.Create();
         yield return PrepareCommand.Create();
+        yield return LaunchCommand.Create();
+        yield return CollectivesSelftestCommand.Create();
     }
 }

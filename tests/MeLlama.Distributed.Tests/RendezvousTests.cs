@@ -69,6 +69,15 @@ public class RendezvousTests
         Assert.Equal(LaunchSource.Single, env.Source);
     }
 
+    [Theory]
+    [InlineData("4294967294")] // the batch step
+    [InlineData("4294967293")] // salloc's interactive step
+    public void SlurmSpecialStepsStaySingle(string stepId)
+    {
+        var env = Rendezvous.FromVariables(Vars(("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8"), ("SLURM_STEP_ID", stepId), ("SLURM_JOB_ID", "5"), ("SLURM_JOB_NODELIST", "n1")));
+        Assert.Equal(LaunchSource.Single, env.Source);
+    }
+
     [Fact]
     public void MellamaDistForcesAMode()
     {

@@ -6,8 +6,8 @@ namespace MeLlama.Distributed;
 /// <summary>
 /// Reads a process's rank and world from its environment, like torchrun and Slurm set it.
 /// Order: MELLAMA_DIST=single forces one process; torchrun-style RANK+WORLD_SIZE win over Slurm;
-/// Slurm is used only inside a job step started by srun (SLURM_STEP_ID set), so a plain command in an
-/// sbatch script or an salloc shell stays single-process instead of waiting for ranks that never come.
+/// Slurm is used only inside a job step started by srun (a numbered SLURM_STEP_ID), so a plain command in
+/// an sbatch script or an salloc shell stays single-process instead of waiting for ranks that never come.
 /// </summary>
 public static class Rendezvous
 {
@@ -29,7 +29,7 @@ public static class Rendezvous
             default: throw new DistributedEnvironmentException($"MELLAMA_DIST='{mode}' is not one of auto, single, torchrun, slurm");
         }
         if (Get(vars, "RANK") != null || Get(vars, "WORLD_SIZE") != null) return FromTorchrun(vars);
-        if (Get(vars, "SLURM_PROCID") != null && (Get(vars, "SLURM_STEP_ID") ?? Get(vars, "SLURM_STEPID")) != null)
+        if (Get(vars, "SLURM_PROCID") != null && IsTaskStep(Get(vars, "SLURM_STEP_ID") ?? Get(vars, "SLURM_STEPID")))
             return FromSlurm(vars);
         return DistributedEnvironment.Single;
     }
@@ -89,6 +89,13 @@ public static class Rendezvous
             throw new DistributedEnvironmentException("under Slurm with several tasks, MASTER_PORT or SLURM_JOB_ID must be set (the store port is derived from the job id)");
         return new DistributedEnvironment(rank, world, localRank, localWorld, addr ?? "127.0.0.1", port ?? 0, LaunchSource.Slurm, nodeRank, jobId, hosts);
     }
+
+    /// <summary>
+    /// A numbered srun step. Slurm's special steps (batch 0xFFFFFFFE, extern 0xFFFFFFFF, interactive
+    /// 0xFFFFFFFD, ...) run the job script or an salloc shell, not one task per rank.
+    /// </summary>
+    static bool IsTaskStep(string? stepId) =>
+        stepId != null && (!uint.TryParse(stepId, NumberStyles.None, CultureInfo.InvariantCulture, out uint id) || id < 0xFFFFFFF0u);
 
     static string? Get(IReadOnlyDictionary<string, string> vars, string name) =>
         vars.TryGetValue(name, out var v) && !string.IsNullOrWhiteSpace(v) ? v.Trim() : null;
