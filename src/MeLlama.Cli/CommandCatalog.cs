@@ -13,5 +13,6 @@ public static class CommandCatalog
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();
         yield return DemoCommand.Create();
+        yield return ScoreCommand.Create();
     }
 }
