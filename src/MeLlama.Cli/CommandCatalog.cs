@@ -14,5 +14,6 @@ public static class CommandCatalog
         yield return PlotCommand.Create();
         yield return DemoCommand.Create();
         yield return ScoreCommand.Create();
+        yield return PrepareCommand.Create();
     }
 }
