@@ -14,6 +14,8 @@ public static class CommandCatalog
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();
         yield return EvalCommand.Create();
+        yield return DemoCommand.Create();
+        yield return ScoreCommand.Create();
         yield return PrepareCommand.Create();
         yield return LaunchCommand.Create();
         yield return CollectivesSelftestCommand.Create();
