@@ -40,10 +40,11 @@ public sealed class LlamaAttention : nn.Module<Tensor, RotaryTables, Tensor>
         using var scope = NewDisposeScope();
         long batch = x.shape[0], t = x.shape[1];
 
-        // Project and split into heads: [B, T, heads·d] → [B, heads, T, d].
-        var q = q_proj.forward(x).view(batch, t, numHeads, headDim).transpose(1, 2);
-        var k = k_proj.forward(x).view(batch, t, numKvHeads, headDim).transpose(1, 2);
-        var v = v_proj.forward(x).view(batch, t, numKvHeads, headDim).transpose(1, 2);
+        // Project and split into heads: [B, T, heads·d] → [B, heads, T, d]. Projections go through call(), not
+        // forward(), so forward hooks on them run: that is how LoRA adapters (MeLlama.Training.Finetune) attach.
+        var q = q_proj.call(x).view(batch, t, numHeads, headDim).transpose(1, 2);
+        var k = k_proj.call(x).view(batch, t, numKvHeads, headDim).transpose(1, 2);
+        var v = v_proj.call(x).view(batch, t, numKvHeads, headDim).transpose(1, 2);
 
         // Rotate queries and keys by their absolute positions.
         q = rope.Apply(q);
@@ -66,7 +67,7 @@ public sealed class LlamaAttention : nn.Module<Tensor, RotaryTables, Tensor>
 
         // Merge heads back: [B, heads, T, d] → [B, T, heads·d].
         var merged = attended.transpose(1, 2).reshape(batch, t, numHeads * headDim);
-        return o_proj.forward(merged).MoveToOuterDisposeScope();
+        return o_proj.call(merged).MoveToOuterDisposeScope();
     }
 
     Tensor RepeatKv(Tensor kv)

@@ -24,7 +24,8 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var gated = nn.functional.silu(gate_proj.forward(x)) * up_proj.forward(x);
-        return down_proj.forward(gated).MoveToOuterDisposeScope();
+        // call() rather than forward() so forward hooks (LoRA adapters) on the projections run.
+        var gated = nn.functional.silu(gate_proj.call(x)) * up_proj.call(x);
+        return down_proj.call(gated).MoveToOuterDisposeScope();
     }
 }
