@@ -107,3 +107,21 @@ public class LlamaAdapterTests(TinyLlamaFixture fixture) : IClassFixture<TinyLla
         Assert.Equal(text[..text.IndexOf(stop, StringComparison.Ordinal)], cut);
     }
 }
+
+public class KvCacheGeneratorTests(TinyLlamaFixture fixture) : IClassFixture<TinyLlamaFixture>
+{
+    [SkippableFact]
+    public void Kv_cache_generator_agrees_with_the_recomputing_greedy_generator()
+    {
+        var lm = new LlamaCausalLanguageModel(fixture.Model, "tiny");
+        var naive = new GreedyTextGenerator(fixture.Tokenizer, lm);
+        var cached = new KvCacheTextGenerator(new MeLlama.Inference.Generation.TextGenerator(fixture.Model, fixture.Tokenizer), "tiny");
+        var requests = new List<GenerationRequest>
+        {
+            new("Human: \nDoes aspirin reduce the risk of stroke? Answer yes, no or maybe.\n\nAssistant: \n", 12, []),
+            new("Question: Which drug is first line for type 2 diabetes?\nA. Insulin\nB. Metformin\nAnswer:", 6, ["\n\n"]),
+        };
+        Assert.Equal(naive.Generate(requests), cached.Generate(requests));
+        Assert.StartsWith("tiny+tok:", cached.Fingerprint);
+    }
+}
