@@ -125,3 +125,38 @@ public class KvCacheGeneratorTests(TinyLlamaFixture fixture) : IClassFixture<Tin
         Assert.StartsWith("tiny+tok:", cached.Fingerprint);
     }
 }
+
+public class ScorerTruncationTests(TinyLlamaFixture fixture) : IClassFixture<TinyLlamaFixture>
+{
+    sealed class RecordingModel(int max) : ICausalLanguageModel
+    {
+        public List<ScoringSpan> Spans { get; } = [];
+        public string Fingerprint => "rec";
+        public int MaxSequenceLength => max;
+        public IReadOnlyList<float[]> TokenLogProbs(IReadOnlyList<ScoringSpan> spans)
+        {
+            Spans.AddRange(spans);
+            return spans.Select(s => Enumerable.Repeat(-1f, s.TargetCount).ToArray()).ToList();
+        }
+        public IReadOnlyList<int> GreedyNextTokens(IReadOnlyList<int[]> prefixes) => prefixes.Select(_ => 0).ToList();
+    }
+
+    [SkippableFact]
+    public void Long_contexts_lose_their_oldest_tokens_after_bos_but_never_continuation_tokens()
+    {
+        var tokenizer = fixture.Tokenizer;
+        var model = new RecordingModel(16);
+        var scorer = new TokenizedLogLikelihoodScorer(tokenizer, model);
+        string context = string.Join(" ", Enumerable.Range(0, 40).Select(i => $"word{i}"));
+        var result = scorer.Score([new LogLikelihoodRequest(context, " the final answer")]);
+        var span = Assert.Single(model.Spans);
+        int[] whole = tokenizer.Encode(context + " the final answer", addBos: true);
+        int continuation = whole.Length - tokenizer.Encode(context, addBos: true).Length;
+        Assert.Equal(16, span.Tokens.Length);
+        Assert.Equal(tokenizer.BosId, span.Tokens[0]);
+        Assert.Equal(whole[^15..], span.Tokens[1..]);
+        Assert.Equal(continuation, span.TargetCount);
+        Assert.Equal(-continuation, result[0].Sum, 6);
+        Assert.Throws<ArgumentException>(() => new TokenizedLogLikelihoodScorer(tokenizer, new RecordingModel(3)).Score([new LogLikelihoodRequest("x", " the final answer")]));
+    }
+}
