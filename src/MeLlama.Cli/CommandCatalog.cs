@@ -9,6 +9,7 @@ public static class CommandCatalog
     public static IEnumerable<Command> Create()
     {
         yield return TokenizeCommand.Create();
+        yield return PrepareCommand.Create();
         yield return PretrainCommand.Create();
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();

@@ -32,10 +32,12 @@ sealed class JsonRecordsReader(SourceConfig source, int maxRecordBytes) : IRecor
         long _countedTo; // absolute offset up to which newlines were counted
         long _lineAtCounted = 1;
         long _absStart; // absolute file offset of _buf[_start]
+        InputFileException? _pending;
 
         /// <summary>Adds the records available now; returns false once the file is finished.</summary>
         public bool ParseAvailable(List<SourceRecord> output)
         {
+            if (_pending is { } pending) { _pending = null; _done = true; throw pending; }
             if (_done) return false;
             if (_end == _start && !_eof) Fill();
             var reader = new Utf8JsonReader(_buf.AsSpan(_start, _end - _start), _eof, _state);
@@ -82,7 +84,9 @@ sealed class JsonRecordsReader(SourceConfig source, int maxRecordBytes) : IRecor
             }
             catch (JsonException e)
             {
-                throw new InputFileException(Problems.MalformedJson, _lineAtCounted + (e.LineNumber ?? 0), "malformed JSON", e);
+                // Hand out the records parsed before the error first; the next call reports it.
+                _pending = new InputFileException(Problems.MalformedJson, _lineAtCounted + (e.LineNumber ?? 0), "malformed JSON", e);
+                return true;
             }
             // Out of data: keep the unfinished part and read more.
             if (_eof)
