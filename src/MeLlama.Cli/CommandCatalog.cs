@@ -10,6 +10,7 @@ public static class CommandCatalog
     {
         yield return TokenizeCommand.Create();
         yield return ScoreCommand.Create();
+        yield return PrepareCommand.Create();
         yield return PretrainCommand.Create();
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();

@@ -17,7 +17,7 @@ namespace MeLlama.Cli.Commands;
 /// </summary>
 public static class EvalCommand
 {
-    static readonly Option<string> ModelOption = new("--model", "-m") { Description = "HF model folder (config.json + safetensors)", Required = true };
+    static readonly Option<string> ModelOption = new("--model", "-m") { Description = "HF model folder (config.json + safetensors); required unless --list-tasks" };
     static readonly Option<string> TasksOption = new("--tasks") { Description = "Comma-separated task names or task JSON files", DefaultValueFactory = _ => "pubmedqa,medqa,medmcqa" };
     static readonly Option<string> ModeOption = new("--mode") { Description = "loglik (score each choice) or generate (greedy + answer parsing)", DefaultValueFactory = _ => "loglik" };
     static readonly Option<int> ShotsOption = new("--shots") { Description = "Few-shot examples per item (drawn deterministically by --seed)", DefaultValueFactory = _ => 0 };
@@ -67,7 +67,7 @@ public static class EvalCommand
 
         using var log = LogSetup.Create(GlobalOptions.LogOptions(parse));
         EvalSessionOptions options;
-        string modelDir = parse.GetValue(ModelOption)!;
+        string? modelDir = parse.GetValue(ModelOption);
         Device device;
         ScalarType dtype;
         try
@@ -82,6 +82,7 @@ public static class EvalCommand
             if (shots < 0) throw new ArgumentException("--shots must be ≥ 0");
             if (parse.GetValue(LimitOption) is < 1) throw new ArgumentException("--limit must be ≥ 1");
             if (parse.GetValue(BatchOption) < 1) throw new ArgumentException("--batch-size must be ≥ 1");
+            if (modelDir == null) throw new ArgumentException("--model is required");
             if (!Directory.Exists(modelDir)) throw new ArgumentException($"Model folder '{modelDir}' does not exist");
             var tasks = parse.GetValue(TasksOption)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if (tasks.Length == 0) throw new ArgumentException("--tasks is empty");
@@ -129,7 +130,7 @@ public static class EvalCommand
         try
         {
             Directory.CreateDirectory(options.OutDir);
-            using var model = HfEvalModel.Load(modelDir, parse.GetValue(TokenizerOption), device, dtype, options.Settings.BatchSize,
+            using var model = HfEvalModel.Load(modelDir!, parse.GetValue(TokenizerOption), device, dtype, options.Settings.BatchSize,
                 parse.GetValue(MaxBatchTokensOption), Path.Combine(options.OutDir, ".model-fingerprint"));
             log.Information("Model {Path}: {Params:N0} parameters, {Fingerprint}; tokenizer {Tokenizer}", model.Model.Info.Path, model.Model.Info.ParameterCount, model.Model.Info.Fingerprint, model.Model.Info.Tokenizer);
             var report = EvalSession.Run(options, model.Model, log, cancellation);

@@ -25,7 +25,8 @@ public sealed record EvalSessionOptions
 }
 
 /// <summary>The model side of a session: how to score and generate, and what to call it in the report.</summary>
-public sealed record EvalModel(ModelInfo Info, ILogLikelihoodScorer? Scorer, ITextGenerator? Generator, ICausalLanguageModel? TokenModel);
+/// <param name="TokenizerFingerprint">sha256 of the model's tokenizer, checked against prepared datasets' manifests (null: no check).</param>
+public sealed record EvalModel(ModelInfo Info, ILogLikelihoodScorer? Scorer, ITextGenerator? Generator, ICausalLanguageModel? TokenModel, string? TokenizerFingerprint = null);
 
 /// <summary>
 /// A whole evaluation: resolve tasks and data (failing before any model work if a file is missing), run
@@ -62,6 +63,9 @@ public static class EvalSession
         foreach (var (domain, path) in options.PerplexityData)
         {
             if (model.TokenModel == null) throw new InvalidOperationException("Perplexity needs a token-level model");
+            var manifest = Data.Datasets.DatasetManifest.Load(path);
+            if (model.TokenizerFingerprint != null && manifest.Tokenizer.Fingerprint != model.TokenizerFingerprint)
+                throw new InvalidDataException($"{path} was tokenized with {manifest.Tokenizer.Name} ({manifest.Tokenizer.Fingerprint}), but the model's tokenizer is {model.TokenizerFingerprint}: its perplexity would be meaningless");
             using var source = HeldOutWindowSource.Open(path, options.PerplexitySeqLen, domain);
             var result = PerplexityEvaluator.Evaluate(model.TokenModel, source, options.PerplexityMaxWindows, Math.Max(1, options.Settings.BatchSize / 2),
                 options.Settings.BootstrapResamples, options.Settings.Seed);

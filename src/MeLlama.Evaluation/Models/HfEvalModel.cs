@@ -38,7 +38,8 @@ public sealed class HfEvalModel : IDisposable
         }
         var lm = new LlamaCausalLanguageModel(model, fingerprint, maxBatchTokens);
         var info = new ModelInfo(Path.GetFullPath(hfDir), fingerprint, model.Config.ParameterCount(), $"{tokenizer.Name} ({tokenizer.Fingerprint})");
-        var evalModel = new EvalModel(info, new TokenizedLogLikelihoodScorer(tokenizer, lm, batchSize: 64), new GreedyTextGenerator(tokenizer, lm, batchSize), lm);
+        var generator = new KvCacheTextGenerator(new Inference.Generation.TextGenerator(model, tokenizer), fingerprint);
+        var evalModel = new EvalModel(info, new TokenizedLogLikelihoodScorer(tokenizer, lm, batchSize: 64), generator, lm, tokenizer.Fingerprint);
         return new HfEvalModel(model, evalModel, tokenizer);
     }
 

@@ -8,7 +8,7 @@ namespace MeLlama.Evaluation.Models;
 /// word piece that merges across the boundary is scored in context (SentencePiece would tokenize the
 /// continuation differently on its own). When the joint encoding does not extend the context encoding,
 /// the two are encoded separately and concatenated. Sequences start with BOS; a sequence longer than the
-/// model's window loses context tokens from the left (never continuation tokens).
+/// model's window loses context tokens from the left, after BOS (never continuation tokens).
 /// </summary>
 public sealed class TokenizedLogLikelihoodScorer(ITextTokenizer tokenizer, ICausalLanguageModel model, int batchSize = 8) : ILogLikelihoodScorer
 {
@@ -58,8 +58,9 @@ public sealed class TokenizedLogLikelihoodScorer(ITextTokenizer tokenizer, ICaus
         {
             int continuationLength = tokens.Length - start;
             if (continuationLength >= max) throw new ArgumentException($"Continuation of {continuationLength} tokens does not fit the model's {max}-token window");
+            // Keep BOS (the model has always seen it first) and the last max-1 tokens.
             int drop = tokens.Length - max;
-            tokens = tokens[drop..];
+            tokens = [tokens[0], .. tokens[(drop + 1)..]];
             start -= drop;
         }
         return (tokens, start);
