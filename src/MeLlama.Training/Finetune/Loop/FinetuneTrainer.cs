@@ -85,7 +85,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         var (train, eval) = LoadData(c, tokenizer, template);
 
         // ---- model and step engine
-        string? storedBase = resumeFrom is not null && c.Model.InitFrom is null ? Path.Combine(resumeFrom.Dir, FinetuneCheckpointFiles.BaseModel) : null;
+        string? storedBase = resumeFrom is not null && c.Model.InitFrom is null && c.Method == "lora" ? Path.Combine(resumeFrom.Dir, FinetuneCheckpointFiles.BaseModel) : null;
         using var built = FinetuneModelBuilder.Build(c, tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId, device, dtype, storedBase);
         var model = built.Model;
         var mc = model.Config;
