@@ -110,6 +110,9 @@ public sealed class SingleProcessTrainStep : ITrainStep
         return loss.item<float>();
     }
 
+    /// <summary>Replaces the fp32 master weights with full-precision values (bf16 runs; see <see cref="MasterAdamW.LoadMasterWeights"/>).</summary>
+    public void LoadMasterWeights(Func<string, Tensor> readMaster) => _optimizer.LoadMasterWeights(readMaster);
+
     public EvalSums Evaluate(Tensor batch)
     {
         using var scope = NewDisposeScope();
