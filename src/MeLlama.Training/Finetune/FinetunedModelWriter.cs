@@ -11,11 +11,13 @@ namespace MeLlama.Training.Finetune;
 /// </summary>
 public static class FinetunedModelWriter
 {
+    /// <param name="writeExtraFiles">More files to add (it receives the folder being built, renamed into place after).</param>
     public static void Write(LlamaConfig config, IReadOnlyList<(string Name, Tensor Tensor)> weights, string outDir, ScalarType dtype,
-        ITextTokenizer? tokenizer, IChatTemplate? template) =>
+        ITextTokenizer? tokenizer, IChatTemplate? template, Action<string>? writeExtraFiles = null) =>
         HfCheckpoint.Save(config, weights, outDir, dtype, writeExtraFiles: dir =>
         {
             tokenizer?.SaveHfFiles(dir, template?.ToJinja());
             if (template is not null) ChatTemplateStore.Write(dir, template);
+            writeExtraFiles?.Invoke(dir);
         });
 }

@@ -17,8 +17,8 @@ public sealed class InstructionReadReport
 }
 
 /// <summary>
-/// Reads instruction data from JSON (a top-level array) or JSON Lines in the common shapes (<see cref="InstructionFormat"/>),
-/// detected per record. Every record must be a conversation that alternates user/assistant, starts with the user (after
+/// Reads instruction data from JSON (a top-level array of records, or PubMedQA's object keyed by PMID in a .json file)
+/// or JSON Lines, in the common shapes (<see cref="InstructionFormat"/>), detected per record. Every record must be a conversation that alternates user/assistant, starts with the user (after
 /// an optional system message) and ends with the assistant; anything else is malformed and, by
 /// <see cref="MalformedRecordPolicy"/>, either stops the read (naming file and line) or is skipped and counted.
 /// </summary>
@@ -54,6 +54,7 @@ public static class InstructionDataReader
         }
 
         if (first < bytes.Length && bytes[first] == (byte)'[') ReadArray(bytes, start, path, Take);
+        else if (first < bytes.Length && bytes[first] == (byte)'{' && path.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) ReadKeyedObject(bytes, start, path, Take);
         else ReadLines(bytes, start, path, policy, rep, Take);
         report = rep;
         return result;
@@ -85,23 +86,52 @@ public static class InstructionDataReader
         }
     }
 
-    static void ReadArray(byte[] bytes, int start, string path, Action<JsonNode?, int> take)
+    /// <summary>Line (1-based) of a byte offset.</summary>
+    static Func<long, int> LineIndex(ReadOnlySpan<byte> data)
     {
-        var data = bytes.AsSpan(start);
-        // Line of each record, from the byte offset where it starts.
         var lineStarts = new List<int> { 0 };
         for (int i = 0; i < data.Length; i++) if (data[i] == (byte)'\n') lineStarts.Add(i + 1);
-        int LineOf(long offset)
+        return offset =>
         {
             int index = lineStarts.BinarySearch((int)offset);
             return (index >= 0 ? index : ~index - 1) + 1;
-        }
+        };
+    }
+
+    static void ReadArray(byte[] bytes, int start, string path, Action<JsonNode?, int> take)
+    {
+        var data = bytes.AsSpan(start);
+        var LineOf = LineIndex(data);
         var reader = new Utf8JsonReader(data, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
         try
         {
             reader.Read();   // [
             while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
             {
+                int line = LineOf(reader.TokenStartIndex);
+                var element = JsonElement.ParseValue(ref reader);
+                take(element.ValueKind == JsonValueKind.Object ? JsonObject.Create(element) : JsonValue.Create(element), line);
+            }
+        }
+        catch (JsonException e)
+        {
+            int line = e.LineNumber is { } l ? (int)l + 1 : LineOf(reader.TokenStartIndex);
+            throw new InvalidDataException($"{path}:{line}: not valid JSON ({e.Message})");
+        }
+    }
+
+    /// <summary>A JSON object whose values are records (PubMedQA: keyed by PMID); each value is converted as a record.</summary>
+    static void ReadKeyedObject(byte[] bytes, int start, string path, Action<JsonNode?, int> take)
+    {
+        var data = bytes.AsSpan(start);
+        var LineOf = LineIndex(data);
+        var reader = new Utf8JsonReader(data, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+        try
+        {
+            reader.Read();   // {
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                reader.Read();
                 int line = LineOf(reader.TokenStartIndex);
                 var element = JsonElement.ParseValue(ref reader);
                 take(element.ValueKind == JsonValueKind.Object ? JsonObject.Create(element) : JsonValue.Create(element), line);
@@ -144,6 +174,11 @@ public static class InstructionDataReader
                 messages.Add(ChatMessage.User(input.Trim().Length > 0 ? instruction + "\n\n" + input : instruction));
                 messages.Add(ChatMessage.Assistant(output));
             }
+            else if (PubMedQaInstructions.LooksLikePubMedQa(record))
+            {
+                format = InstructionFormat.PubMedQa;
+                messages.AddRange(PubMedQaInstructions.Convert(record, out var pubmedProblem) ?? throw new RecordProblem(pubmedProblem!));
+            }
             else if (record.ContainsKey("prompt"))
             {
                 format = InstructionFormat.PromptCompletion;
@@ -154,7 +189,7 @@ public static class InstructionDataReader
                 messages.Add(ChatMessage.User(prompt));
                 messages.Add(ChatMessage.Assistant(completion));
             }
-            else throw new RecordProblem("no known fields (expected conversations, messages, instruction+output or prompt+completion)");
+            else throw new RecordProblem("no known fields (expected conversations, messages, instruction+output, prompt+completion or PubMedQA QUESTION+LONG_ANSWER)");
 
             if (system is not null && (messages.Count == 0 || messages[0].Role != ChatRole.System))
                 messages.Insert(0, ChatMessage.System(system));

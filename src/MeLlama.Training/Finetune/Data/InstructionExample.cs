@@ -16,6 +16,8 @@ public enum InstructionFormat
     Messages,
     /// <summary><c>{"prompt", "completion"|"response"}</c>.</summary>
     PromptCompletion,
+    /// <summary>PubMedQA's keyed object {pmid: {QUESTION, CONTEXTS, LONG_ANSWER, final_decision}} (see <see cref="PubMedQaInstructions"/>).</summary>
+    PubMedQa,
 }
 
 /// <summary>What to do with a record that cannot be used.</summary>

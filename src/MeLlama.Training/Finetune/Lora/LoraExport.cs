@@ -27,13 +27,14 @@ public static class LoraExport
     /// Writes a complete HF model folder holding the merged weights in <paramref name="dtype"/>, the tokenizer files with the
     /// chat template as Jinja, and our template file. The adapters are merged for the write and unmerged after.
     /// </summary>
-    public static void WriteMergedModel(LoraModel lora, string outDir, ScalarType dtype, ITextTokenizer? tokenizer, IChatTemplate? template)
+    public static void WriteMergedModel(LoraModel lora, string outDir, ScalarType dtype, ITextTokenizer? tokenizer, IChatTemplate? template,
+        Action<string>? writeExtraFiles = null)
     {
         bool wasMerged = lora.Merged;
         lora.Merge();
         try
         {
-            FinetunedModelWriter.Write(lora.Model.Config, lora.BaseParameters().ToList(), outDir, dtype, tokenizer, template);
+            FinetunedModelWriter.Write(lora.Model.Config, lora.BaseParameters().ToList(), outDir, dtype, tokenizer, template, writeExtraFiles);
         }
         finally
         {
@@ -45,7 +46,8 @@ public static class LoraExport
     /// Writes the adapters in PEFT's layout (fp32 weights), plus tokenizer files and the chat template when given, so the
     /// folder is self-describing. <paramref name="baseModelNameOrPath"/> goes into adapter_config.json.
     /// </summary>
-    public static void WritePeftAdapter(LoraModel lora, string outDir, string baseModelNameOrPath, ITextTokenizer? tokenizer = null, IChatTemplate? template = null)
+    public static void WritePeftAdapter(LoraModel lora, string outDir, string baseModelNameOrPath, ITextTokenizer? tokenizer = null, IChatTemplate? template = null,
+        Action<string>? writeExtraFiles = null)
     {
         if (lora.Merged) throw new InvalidOperationException("adapters are merged into the base weights; unmerge before writing them separately");
         string target = Path.GetFullPath(outDir);
@@ -60,6 +62,7 @@ public static class LoraExport
                 new Dictionary<string, string> { ["format"] = "pt" }, ScalarType.Float32);
             if (tokenizer is not null) tokenizer.SaveHfFiles(temp, template?.ToJinja());
             if (template is not null) ChatTemplateStore.Write(temp, template);
+            writeExtraFiles?.Invoke(temp);
             AtomicFile.FsyncDirectory(temp);
             AtomicFile.Commit(temp, target);
         }

@@ -1,0 +1,113 @@
+using MeLlama.Model;
+using MeLlama.Model.SafeTensors;
+using MeLlama.Training.Engine;
+using MeLlama.Training.Finetune.Data;
+using MeLlama.Training.Optim;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MeLlama.Training.Finetune.Engine;
+
+/// <summary>
+/// The trainer's <see cref="ITrainStep"/> contract for supervised fine-tuning: micro-batches are <see cref="SftRows"/>
+/// (loss mask folded into the ids) and the loss is the mean cross-entropy over target (assistant) tokens only, exactly
+/// averaged over the whole step (each micro-batch's sum is divided by the step's total target count, so short and long
+/// replies weigh per token). The optimizer (<see cref="MasterAdamW"/>) covers the parameters that require gradients:
+/// the adapters under LoRA, everything under full fine-tuning; checkpoints hold those (fp32) and their moments.
+/// </summary>
+public sealed class SftTrainStep : ITrainStep
+{
+    readonly LlamaForCausalLM _model;
+    readonly MasterAdamW _optimizer;
+    readonly TrainStepOptions _options;
+
+    public SftTrainStep(LlamaForCausalLM model, TrainStepOptions options)
+    {
+        if (options.ActivationCheckpointing) throw new NotSupportedException("activation checkpointing is not implemented for fine-tuning yet");
+        _model = model;
+        _options = options;
+        _model.train();
+        _optimizer = new MasterAdamW(model.named_parameters().Select(p => (p.name, p.parameter)), options.Beta1, options.Beta2, options.Eps, options.WeightDecay);
+        if (!_optimizer.ParameterNames.Any()) throw new InvalidOperationException("no parameter requires gradients: nothing to train");
+    }
+
+    public long OptimizerSteps => _optimizer.StepCount;
+    /// <summary>Names of the parameters the optimizer updates.</summary>
+    public IEnumerable<string> TrainedParameterNames => _optimizer.ParameterNames;
+
+    public StepResult Step(IReadOnlyList<Tensor> microBatches, double lr)
+    {
+        if (microBatches.Count == 0) throw new ArgumentException("no micro-batches", nameof(microBatches));
+        _optimizer.ZeroGrad();
+        long targets = 0;
+        foreach (var batch in microBatches)
+        {
+            using var scope = NewDisposeScope();
+            targets += batch.narrow(1, 1, batch.shape[1] - 1).ge(0).sum().item<long>();
+        }
+        if (targets == 0) return new StepResult(double.NaN, 0, Skipped: true, 0);
+        double nllSum = 0;
+        foreach (var batch in microBatches)
+        {
+            using var scope = NewDisposeScope();
+            var (inputs, labels) = SftRows.Split(batch.to(_model.Device));
+            var sum = SumNll(_model.forward(inputs), labels);
+            (sum / targets).backward();
+            _optimizer.AccumulateMicroBatchGradients();
+            nllSum += sum.item<float>();
+        }
+        double meanLoss = nllSum / targets;
+        if (!double.IsFinite(meanLoss))
+        {
+            _optimizer.ZeroGrad();
+            return new StepResult(meanLoss, double.NaN, Skipped: true, targets);
+        }
+        double norm = _optimizer.GradNorm();
+        if (!double.IsFinite(norm))
+        {
+            _optimizer.ZeroGrad();
+            return new StepResult(meanLoss, norm, Skipped: true, targets);
+        }
+        if (_options.GradClip > 0 && norm > _options.GradClip) _optimizer.ScaleGrads(_options.GradClip / (norm + 1e-6));
+        _optimizer.Step(lr);
+        return new StepResult(meanLoss, norm, Skipped: false, targets);
+    }
+
+    /// <summary>Sum of token NLLs (fp32 softmax) over labelled positions of logits [B,T,V] against labels [B,T].</summary>
+    public static Tensor SumNll(Tensor logits, Tensor labels) =>
+        nn.functional.cross_entropy(logits.to(ScalarType.Float32).reshape(-1, logits.shape[^1]), labels.reshape(-1),
+            ignore_index: SftRows.IgnoreIndex, reduction: nn.Reduction.Sum);
+
+    public EvalSums Evaluate(Tensor batch)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        bool wasTraining = _model.training;
+        _model.eval();
+        try
+        {
+            var (inputs, labels) = SftRows.Split(batch.to(_model.Device));
+            var sum = SumNll(_model.forward(inputs), labels);
+            return new EvalSums(sum.item<float>(), labels.ge(0).sum().item<long>());
+        }
+        finally
+        {
+            if (wasTraining) _model.train();
+        }
+    }
+
+    public void SaveState(string checkpointDir)
+    {
+        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Model), _optimizer.MasterWeights(), new Dictionary<string, string> { ["format"] = "pt" });
+        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Optimizer), _optimizer.StateTensors());
+    }
+
+    public void LoadState(string checkpointDir, long optimizerSteps)
+    {
+        using var model = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Model));
+        using var state = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Optimizer));
+        _optimizer.LoadState(name => model.ReadTensor(name, ScalarType.Float32, _model.Device), name => state.ReadTensor(name, ScalarType.Float32, _model.Device), optimizerSteps);
+    }
+
+    public void Dispose() => _optimizer.Dispose();
+}
