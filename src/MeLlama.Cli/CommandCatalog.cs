@@ -9,5 +9,8 @@ public static class CommandCatalog
     public static IEnumerable<Command> Create()
     {
         yield return TokenizeCommand.Create();
+        yield return PretrainCommand.Create();
+        yield return ExportCommand.Create();
+        yield return PlotCommand.Create();
     }
 }

@@ -1,0 +1,174 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using MeLlama.Core.IO;
+using Serilog;
+
+namespace MeLlama.Training.Checkpointing;
+
+/// <summary>Outcome of checking one checkpoint folder against its manifest.</summary>
+public sealed record CheckpointCheck(string Dir, long Step, bool Ok, string? Problem);
+
+/// <summary>
+/// The checkpoints of one run: <c>RUN/checkpoints/step-00000100/</c> folders plus a <c>latest</c> pointer.
+/// A save writes every file into a hidden temporary folder, fsyncs each, records size and sha256 in
+/// <c>manifest.json</c> (written last), renames the folder into place, fsyncs the parent and only then rewrites
+/// <c>latest</c>. A crash at any point leaves the previous checkpoints intact; a folder that is missing a file or
+/// fails a checksum is never loaded: <see cref="FindLatestGood"/> falls back to the newest complete one.
+/// </summary>
+public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
+{
+    public const string ManifestName = "manifest.json";
+    public const string LatestName = "latest";
+    readonly ILogger _log = log ?? Serilog.Core.Logger.None;
+
+    public string Root { get; } = Path.Combine(runDir, "checkpoints");
+
+    public static string DirName(long step) => "step-" + step.ToString("D8", CultureInfo.InvariantCulture);
+
+    [GeneratedRegex(@"^step-(\d{8,})$")]
+    private static partial Regex StepDirPattern();
+
+    /// <summary>Checkpoint folders present (complete or not), newest step first.</summary>
+    public IReadOnlyList<(long Step, string Dir)> List()
+    {
+        if (!Directory.Exists(Root)) return [];
+        return Directory.EnumerateDirectories(Root)
+            .Select(d => (Dir: d, M: StepDirPattern().Match(Path.GetFileName(d))))
+            .Where(x => x.M.Success)
+            .Select(x => (long.Parse(x.M.Groups[1].Value, CultureInfo.InvariantCulture), x.Dir))
+            .OrderByDescending(x => x.Item1).ToList();
+    }
+
+    /// <summary>
+    /// Writes checkpoint <paramref name="step"/>: <paramref name="writeFiles"/> fills the (temporary) folder it is
+    /// given; this method makes it durable and verifiable. Returns the final folder.
+    /// </summary>
+    public string Save(long step, Action<string> writeFiles)
+    {
+        Directory.CreateDirectory(Root);
+        string final = Path.Combine(Root, DirName(step));
+        string tmp = Path.Combine(Root, $".{DirName(step)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            writeFiles(tmp);
+            var manifest = new CheckpointManifest { Step = step, CreatedUtc = DateTimeOffset.UtcNow };
+            foreach (var file in Directory.EnumerateFiles(tmp).Order(StringComparer.Ordinal))
+            {
+                string name = Path.GetFileName(file);
+                if (name == ManifestName) continue;
+                FsyncFile(file);
+                manifest.Files[name] = new ManifestFile(new FileInfo(file).Length, AtomicFile.Sha256File(file));
+            }
+            AtomicFile.WriteAllText(Path.Combine(tmp, ManifestName), JsonSerializer.Serialize(manifest, CheckpointManifestJson.Default.CheckpointManifest));
+            AtomicFile.FsyncDirectory(tmp);
+            AtomicFile.Commit(tmp, final);
+            AtomicFile.WriteAllText(Path.Combine(Root, LatestName), DirName(step) + "\n");
+            return final;
+        }
+        catch
+        {
+            TryDeleteDir(tmp);
+            throw;
+        }
+    }
+
+    /// <summary>Checks one folder: manifest present and readable, every listed file present with its size and (when <paramref name="full"/>) sha256.</summary>
+    public static CheckpointCheck Check(string dir, bool full = true)
+    {
+        var m = StepDirPattern().Match(Path.GetFileName(dir.TrimEnd('/')));
+        long step = m.Success ? long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) : -1;
+        string manifestPath = Path.Combine(dir, ManifestName);
+        if (!File.Exists(manifestPath)) return new(dir, step, false, "manifest.json is missing (save did not finish)");
+        CheckpointManifest? manifest;
+        try { manifest = JsonSerializer.Deserialize(File.ReadAllText(manifestPath), CheckpointManifestJson.Default.CheckpointManifest); }
+        catch (JsonException e) { return new(dir, step, false, $"manifest.json is unreadable: {e.Message}"); }
+        if (manifest is null || manifest.Files.Count == 0) return new(dir, step, false, "manifest.json lists no files");
+        foreach (var (name, expected) in manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal))
+        {
+            string path = Path.Combine(dir, name);
+            if (!File.Exists(path)) return new(dir, step, false, $"{name} is missing");
+            long size = new FileInfo(path).Length;
+            if (size != expected.Size) return new(dir, step, false, $"{name} has {size} bytes, manifest says {expected.Size}");
+            if (full && AtomicFile.Sha256File(path) != expected.Sha256) return new(dir, step, false, $"{name} fails its sha256 checksum");
+        }
+        return new(dir, m.Success ? step : manifest.Step, true, null);
+    }
+
+    /// <summary>
+    /// The newest checkpoint that passes a full check, or null. Every newer folder that fails is reported
+    /// (logged as a warning and returned in <paramref name="skipped"/>) so the user sees why an older one was used.
+    /// </summary>
+    public CheckpointCheck? FindLatestGood(out List<CheckpointCheck> skipped)
+    {
+        skipped = [];
+        foreach (var (_, dir) in List())
+        {
+            var check = Check(dir, full: true);
+            if (check.Ok)
+            {
+                if (skipped.Count > 0)
+                    _log.Warning("Falling back to checkpoint {Checkpoint} because {Count} newer one(s) are incomplete or corrupt", Path.GetFileName(dir), skipped.Count);
+                return check;
+            }
+            _log.Warning("Checkpoint {Checkpoint} is not usable: {Problem}", Path.GetFileName(dir), check.Problem);
+            skipped.Add(check);
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Deletes complete checkpoints beyond the newest <paramref name="keepLast"/> complete ones, and leftovers of
+    /// interrupted saves. Only folders older than the K-th newest complete checkpoint are touched, so the newest good
+    /// checkpoint always survives (incomplete folders newer than it are kept for inspection).
+    /// </summary>
+    public void Prune(int keepLast)
+    {
+        if (keepLast < 1) throw new ArgumentOutOfRangeException(nameof(keepLast));
+        var all = List();
+        var good = all.Where(c => Check(c.Dir, full: false).Ok).ToList();
+        if (good.Count <= keepLast) { CleanTemporaries(); return; }
+        long oldestKept = good[keepLast - 1].Step;
+        foreach (var (step, dir) in all)
+        {
+            if (step >= oldestKept) continue;
+            _log.Debug("Deleting old checkpoint {Checkpoint}", Path.GetFileName(dir));
+            TryDeleteDir(dir);
+        }
+        CleanTemporaries();
+    }
+
+    /// <summary>Removes hidden folders left by saves of processes that are gone (killed mid-save).</summary>
+    public void CleanTemporaries()
+    {
+        if (!Directory.Exists(Root)) return;
+        foreach (var dir in Directory.EnumerateDirectories(Root, ".step-*.tmp-*"))
+        {
+            var parts = Path.GetFileName(dir).Split(".tmp-");
+            if (parts.Length == 2 && int.TryParse(parts[1].Split('-')[0], out int pid) && pid != Environment.ProcessId && ProcessAlive(pid)) continue;
+            if (parts.Length == 2 && int.TryParse(parts[1].Split('-')[0], out int own) && own == Environment.ProcessId) continue;
+            TryDeleteDir(dir);
+        }
+    }
+
+    static bool ProcessAlive(int pid)
+    {
+        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
+    }
+
+    static void FsyncFile(string path)
+    {
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.Read);
+        fs.Flush(flushToDisk: true);
+    }
+
+    static void TryDeleteDir(string dir)
+    {
+        try { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+}

@@ -1,0 +1,325 @@
+using System.Diagnostics;
+using System.Text.Json;
+using MeLlama.Core.IO;
+using MeLlama.Model;
+using MeLlama.Model.SafeTensors;
+using MeLlama.Training.Checkpointing;
+using MeLlama.Training.Config;
+using MeLlama.Training.Engine;
+using MeLlama.Training.Metrics;
+using MeLlama.Training.Optim;
+using MeLlama.Training.Sources;
+using Serilog;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MeLlama.Training.Loop;
+
+/// <summary>
+/// The continual-pretraining loop on one process: resume from the newest good checkpoint, draw micro-batches from
+/// the blended stream, step through <see cref="ITrainStep"/>, evaluate held-out sets, checkpoint, and stop cleanly on
+/// preemption signals, a wall-clock budget, the step/token budget or repeated non-finite steps.
+/// </summary>
+public sealed class Trainer
+{
+    readonly TrainConfig _config;
+    readonly TrainerOptions _options;
+    readonly ILogger _log;
+
+    public Trainer(TrainConfig config, TrainerOptions options)
+    {
+        _config = config;
+        _options = options;
+        _log = options.Log;
+    }
+
+    /// <summary>Micro-batches per optimizer step for one rank.</summary>
+    public static int GradAccumSteps(TrainConfig c, int worldSize = 1)
+    {
+        long perMicro = (long)c.SeqLen * c.MicroBatch * worldSize;
+        if (c.GlobalBatchTokens is { } global)
+        {
+            if (global % perMicro != 0)
+                throw new ConfigError($"global_batch_tokens ({global}) must be a multiple of seq_len × micro_batch × ranks ({perMicro})");
+            long accum = global / perMicro;
+            if (c.GradAccum is { } explicitAccum && explicitAccum != accum)
+                throw new ConfigError($"grad_accum ({explicitAccum}) disagrees with global_batch_tokens ({global} = {accum} × {perMicro})");
+            return checked((int)accum);
+        }
+        return c.GradAccum ?? 1;
+    }
+
+    public static long TotalSteps(TrainConfig c, long tokensPerStep) =>
+        c.MaxSteps ?? (c.MaxTokens!.Value + tokensPerStep - 1) / tokensPerStep;
+
+    public TrainOutcome Run()
+    {
+        var c = _config;
+        var wall = Stopwatch.StartNew();
+        var startUtc = DateTime.UtcNow;
+        torch.set_num_threads(c.Threads > 0 ? c.Threads : Environment.ProcessorCount);
+        torch.manual_seed(unchecked((long)c.Seed));
+        var device = ModelFactory.ResolveDevice(c.Device);
+        var dtype = ModelFactory.ComputeDtype(c.Precision);
+        Directory.CreateDirectory(c.RunDir);
+        var store = new CheckpointStore(c.RunDir, _log);
+        store.CleanTemporaries();
+
+        // ---- where to start
+        CheckpointCheck? resumeFrom = null;
+        TrainerState? state = null;
+        var existing = store.List();
+        if (_options.Resume)
+        {
+            resumeFrom = store.FindLatestGood(out var skipped);
+            if (resumeFrom == null && existing.Count > 0)
+                _log.Warning("Run folder {RunDir} has {Count} checkpoint folder(s) but none is complete; starting from scratch", c.RunDir, existing.Count);
+            if (resumeFrom != null)
+            {
+                state = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(resumeFrom.Dir, CheckpointFiles.TrainerState)), TrainerStateJson.Default.TrainerState)
+                    ?? throw new InvalidDataException($"{resumeFrom.Dir}: empty {CheckpointFiles.TrainerState}");
+                _log.Information("Resuming from {Checkpoint} (step {Step}, {Tokens:N0} tokens){Fallback}", resumeFrom.Dir, state.Step, state.Tokens,
+                    skipped.Count > 0 ? $"; skipped {skipped.Count} newer incomplete checkpoint(s)" : "");
+                if (state.Precision != c.Precision)
+                    _log.Warning("Checkpoint was trained in {Old}, continuing in {New}", state.Precision, c.Precision);
+            }
+        }
+        else if (existing.Count > 0)
+            throw new ConfigError($"{c.RunDir} already has checkpoints; resume (default) or choose another run_dir");
+
+        // ---- model and step engine
+        LlamaForCausalLM model;
+        if (resumeFrom != null)
+        {
+            var modelConfig = LlamaConfig.FromHfJson(Path.Combine(resumeFrom.Dir, CheckpointFiles.ModelConfig));
+            model = ModelFactory.Empty(modelConfig, device, dtype);
+        }
+        else if (c.Model.InitFrom is { } hf)
+        {
+            _log.Information("Continual pretraining from {InitFrom}", hf);
+            model = HfCheckpoint.LoadModel(hf, device, dtype);
+        }
+        else
+        {
+            var modelConfig = ModelFactory.FromArch(c.Model.Arch!, c.Model.InitStd, _options.TokenizerVocab ?? _options.Data.TokenizerVocabSize);
+            model = ModelFactory.RandomInit(modelConfig, device, dtype, c.Seed);
+        }
+        using var modelLifetime = model;
+        var mc = model.Config;
+        if (_options.Data.TokenizerVocabSize is { } dataVocab && dataVocab > mc.VocabSize)
+            throw new ConfigError($"the datasets were tokenized with a {dataVocab}-id vocabulary but the model has only {mc.VocabSize} embeddings");
+        int accum = GradAccumSteps(c);
+        long tokensPerStep = (long)c.SeqLen * c.MicroBatch * accum;
+        long totalSteps = TotalSteps(c, tokensPerStep);
+        var schedule = CosineSchedule.Create(c.Optimizer.Lr, c.Schedule.MinLr, c.Schedule.MinLrRatio, c.Schedule.WarmupRatio, totalSteps);
+        using var engine = new SingleProcessTrainStep(model, new TrainStepOptions(c.Optimizer.Beta1, c.Optimizer.Beta2, c.Optimizer.Eps,
+            c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing));
+        if (resumeFrom != null && state != null)
+        {
+            engine.LoadState(resumeFrom.Dir, state.OptimizerSteps);
+            RestoreRng(resumeFrom.Dir);
+        }
+        long matmulParams = ModelFactory.MatmulParameters(mc);
+        double flopsPerToken = Throughput.TrainFlopsPerToken(matmulParams, mc.NumLayers, mc.HiddenSize, c.SeqLen);
+        _log.Information("Model: {Params:N0} parameters ({Layers} layers, d={Hidden}, vocab {Vocab}), {Precision} on {Device}; " +
+                         "{Accum} × {Micro} × {SeqLen} = {TokensPerStep:N0} tokens/step, {TotalSteps} steps, threads {Threads}",
+            mc.ParameterCount(), mc.NumLayers, mc.HiddenSize, mc.VocabSize, c.Precision, device.ToString(), accum, c.MicroBatch, c.SeqLen,
+            tokensPerStep, totalSteps, torch.get_num_threads());
+
+        double? peakFlops = null;
+        if (c.MeasurePeak)
+        {
+            peakFlops = Throughput.MeasurePeakFlops(device, dtype);
+            _log.Information("Measured device peak: {Peak:F1} GFLOP/s ({Dtype} matmul)", peakFlops / 1e9, dtype);
+        }
+
+        // ---- data
+        using var source = _options.Data.OpenTraining(c.SeqLen, c.Seed, state?.Sampler);
+        var evalSets = _options.Data.OpenEvalSets(c.SeqLen);
+
+        long step = state?.Step ?? 0, tokens = state?.Tokens ?? 0, skippedTotal = state?.SkippedSteps ?? 0;
+        int consecutiveBad = state?.ConsecutiveBadSteps ?? 0;
+        double elapsedBefore = state?.ElapsedSeconds ?? 0;
+        double Elapsed() => elapsedBefore + wall.Elapsed.TotalSeconds;
+
+        using var metrics = new MetricsLog(Path.Combine(c.RunDir, "metrics.jsonl"), step);
+        using var tensorboard = c.Tensorboard ? new TensorBoardLog(Path.Combine(c.RunDir, "tensorboard")) : null;
+        var progress = new ProgressLine(_options.Progress);
+        var firstEval = ReadFirstEval(metrics.Path);
+        var lastEval = new Dictionary<string, double>();
+        string? lastCheckpoint = resumeFrom?.Dir;
+        long lastSavedStep = resumeFrom != null ? step : -1;
+        var saveTime = TimeSpan.Zero;
+        var budget = _options.TimeLimit is { } limit ? new TimeBudget(limit, startUtc) : null;
+        AtomicFile.WriteAllText(Path.Combine(c.RunDir, "train_config.json"), ConfigLoader.ToJson(c));
+
+        void Record(MetricRecord r)
+        {
+            metrics.Write(r);
+            tensorboard?.Write(r);
+        }
+
+        void Evaluate()
+        {
+            if (evalSets.Count == 0 || c.Eval.Batches == 0) return;
+            progress.Break();
+            model.eval();
+            foreach (var set in evalSets)
+            {
+                var sums = new EvalSums();
+                foreach (var batch in set.Batches(c.MicroBatch, c.SeqLen, c.Eval.Batches))
+                {
+                    using var t = torch.tensor(batch, [batch.Length / (c.SeqLen + 1), c.SeqLen + 1]);
+                    sums += engine.Evaluate(t);
+                }
+                if (sums.Tokens == 0) continue;
+                double loss = sums.MeanLoss;
+                lastEval[set.Name] = loss;
+                firstEval.TryAdd(set.Name, loss);
+                Record(new MetricRecord { Kind = "eval", Step = step, Tokens = tokens, Domain = set.Name, Loss = loss, Perplexity = Math.Exp(loss),
+                    ElapsedSeconds = Elapsed(), Time = DateTimeOffset.UtcNow });
+                _log.Information("Eval step {Step} {Domain}: loss {Loss:F4} (ppl {Ppl:F2}, {Tokens:N0} tokens)", step, set.Name, loss, Math.Exp(loss), sums.Tokens);
+            }
+            model.train();
+        }
+
+        string Save(string reason)
+        {
+            progress.Break();
+            var sw = Stopwatch.StartNew();
+            var trainerState = new TrainerState
+            {
+                Step = step, Tokens = tokens, OptimizerSteps = engine.OptimizerSteps, SkippedSteps = skippedTotal,
+                ConsecutiveBadSteps = consecutiveBad, TotalSteps = totalSteps, Sampler = source.State.DeepClone(), ElapsedSeconds = Elapsed(),
+                Precision = c.Precision, Reason = reason,
+                Schedule = new ScheduleState { PeakLr = schedule.PeakLr, MinLr = schedule.MinLr, WarmupSteps = schedule.WarmupSteps, TotalSteps = schedule.TotalSteps },
+            };
+            string dir = store.Save(step, tmp =>
+            {
+                engine.SaveState(tmp);
+                SaveRng(tmp);
+                File.WriteAllText(Path.Combine(tmp, CheckpointFiles.TrainerState), JsonSerializer.Serialize(trainerState, TrainerStateJson.Default.TrainerState));
+                File.WriteAllText(Path.Combine(tmp, CheckpointFiles.Config), ConfigLoader.ToJson(c));
+                File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
+            });
+            store.Prune(c.Checkpoint.KeepLast);
+            saveTime = sw.Elapsed;
+            lastCheckpoint = dir;
+            lastSavedStep = step;
+            _log.Information("Saved checkpoint {Checkpoint} ({Reason}, {Seconds:F1} s)", dir, reason, sw.Elapsed.TotalSeconds);
+            return dir;
+        }
+
+        TrainOutcome Finish(TrainEnd end, string reason, string message)
+        {
+            if (lastSavedStep != step) Save(reason);
+            progress.Break();
+            return new TrainOutcome(end, step, tokens, lastCheckpoint, firstEval, lastEval, message);
+        }
+
+        if (step == 0 && resumeFrom == null) Evaluate();
+
+        var microBatches = new Tensor[accum];
+        var buffer = new long[c.MicroBatch * (c.SeqLen + 1)];
+        var stepTimer = new Stopwatch();
+        var recentStep = TimeSpan.Zero;
+        long lastLoggedStep = step;
+        var logTimer = Stopwatch.StartNew();
+        while (step < totalSteps)
+        {
+            if (_options.Signals?.Reason is { } signal)
+            {
+                _log.Warning("Received {Signal}: saving at step {Step} and exiting with code {Code} so the job can be requeued", signal, step, Runtime.ExitCodes.Preempted);
+                return Finish(TrainEnd.Preempted, "preempted-" + signal.ToLowerInvariant(), $"stopped by {signal} at step {step}");
+            }
+            if (budget != null && recentStep > TimeSpan.Zero && budget.ShouldStop(DateTime.UtcNow, recentStep, saveTime))
+            {
+                _log.Warning("Wall-clock budget {Limit} nearly spent: saving at step {Step} and exiting with code {Code}", budget.Limit, step, Runtime.ExitCodes.Preempted);
+                return Finish(TrainEnd.TimeLimit, "time-limit", $"time limit reached at step {step}");
+            }
+
+            stepTimer.Restart();
+            double lr = schedule.LrAt(step);
+            StepResult result;
+            using (var scope = NewDisposeScope())
+            {
+                for (int i = 0; i < accum; i++)
+                {
+                    source.NextBatch(c.MicroBatch, buffer);
+                    microBatches[i] = torch.tensor(buffer, [c.MicroBatch, c.SeqLen + 1]);
+                }
+                result = engine.Step(microBatches, lr);
+            }
+            Throughput.Sync(device);
+            step++;
+            tokens += tokensPerStep;
+            recentStep = stepTimer.Elapsed;
+
+            if (result.Skipped)
+            {
+                skippedTotal++;
+                consecutiveBad++;
+                progress.Break();
+                _log.Warning("Step {Step}: non-finite {What} (loss {Loss}, grad norm {Norm}); update skipped ({Consecutive} in a row, {Total} in total)",
+                    step, double.IsFinite(result.Loss) ? "gradient" : "loss", result.Loss, result.GradNorm, consecutiveBad, skippedTotal);
+                if (consecutiveBad >= c.MaxBadSteps)
+                {
+                    string message = $"{consecutiveBad} consecutive steps had a non-finite loss or gradient (steps {step - consecutiveBad + 1}..{step}); " +
+                                     "the weights and optimizer state are those of the last good step. Lower optimizer.lr, check the data, or resume to continue past these batches.";
+                    _log.Error("Stopping: {Message}", message);
+                    return Finish(TrainEnd.Diverged, "diverged", message);
+                }
+            }
+            else consecutiveBad = 0;
+
+            double tokensPerSecond = tokensPerStep / Math.Max(recentStep.TotalSeconds, 1e-9);
+            double? mfu = peakFlops is { } peak ? tokensPerSecond * flopsPerToken / peak : null;
+            if (step % c.LogInterval == 0 || step == totalSteps)
+            {
+                var record = new MetricRecord
+                {
+                    Step = step, Tokens = tokens, Loss = result.Loss, Lr = lr, GradNorm = result.GradNorm, TokensPerSecond = tokensPerSecond, Mfu = mfu,
+                    MemoryMb = Throughput.ProcessMemoryMb(), SkippedSteps = skippedTotal, ElapsedSeconds = Elapsed(), Time = DateTimeOffset.UtcNow,
+                };
+                Record(record);
+                var eta = TimeSpan.FromSeconds(recentStep.TotalSeconds * (totalSteps - step));
+                if (progress.Enabled) progress.Draw(step, totalSteps, result.Loss, lr, tokensPerSecond, eta, mfu);
+                else if (logTimer.Elapsed.TotalSeconds >= 10 || step == totalSteps || step - lastLoggedStep >= 100 || step <= 1)
+                {
+                    _log.Information("Step {Step}/{Total} loss {Loss:F4} lr {Lr:E2} grad-norm {GradNorm:F3} {TokensPerSecond:F0} tok/s MFU {Mfu} mem {Mem:F0} MiB ETA {Eta}",
+                        step, totalSteps, result.Loss, lr, result.GradNorm, tokensPerSecond, mfu is { } m ? $"{m * 100:F1}%" : "n/a", record.MemoryMb, ProgressLine.Format(eta));
+                    logTimer.Restart();
+                    lastLoggedStep = step;
+                }
+            }
+            _options.AfterStep?.Invoke(step);
+
+            if (c.Eval.Interval > 0 && step % c.Eval.Interval == 0 && step < totalSteps) Evaluate();
+            if (step % c.Checkpoint.Interval == 0 && step < totalSteps) Save("interval");
+        }
+        Evaluate();
+        return Finish(TrainEnd.Completed, "final", $"finished {step} steps ({tokens:N0} tokens)");
+    }
+
+    static Dictionary<string, double> ReadFirstEval(string metricsPath)
+    {
+        var first = new Dictionary<string, double>();
+        if (!File.Exists(metricsPath)) return first;
+        foreach (var r in MetricsLog.Read(metricsPath))
+            if (r is { Kind: "eval", Domain: { } d, Loss: { } l }) first.TryAdd(d, l);
+        return first;
+    }
+
+    static void SaveRng(string dir)
+    {
+        using var cpuState = torch.random.get_rng_state();
+        SafeTensorsWriter.Write(Path.Combine(dir, CheckpointFiles.Rng), [("torch.cpu", cpuState)]);
+    }
+
+    static void RestoreRng(string dir)
+    {
+        using var reader = SafeTensorsReader.Open(Path.Combine(dir, CheckpointFiles.Rng));
+        using var cpuState = reader.ReadTensor("torch.cpu");
+        torch.random.set_rng_state(cpuState);
+    }
+}
