@@ -12,5 +12,6 @@ public static class CommandCatalog
         yield return PretrainCommand.Create();
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();
+        yield return ScoreCommand.Create();
     }
 }
