@@ -47,12 +47,12 @@ def main():
         md.append(f"## Training step: forward + backward + AdamW ({(tm or tt)['dtype']}, {s['parameters'] / 1e6:.1f}M params: d={s['hidden']}, "
                   f"{s['layers']} layers, {s['heads']} heads, SwiGLU {s['ffn']}, vocab {s['vocab']}; batch {s['batch']}×{s['seq']})")
         md.append("")
-        md.append("| implementation | tokens/s | median step (s) | matmul peak, same process (GFLOP/s) | achieved (GFLOP/s) | MFU | threads | load avg before |")
-        md.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        md.append("| implementation | tokens/s | median step (s) | CPU s per step | matmul peak, same process (GFLOP/s) | achieved (GFLOP/s) | MFU | threads | load avg before |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for key, r in (("train_mellama", tm), ("train_torch", tt)):
             if r is None:
                 continue
-            md.append(f"| {r['framework']} | {fmt(r['tokens_per_second'])} | {fmt(r['median_step_seconds'], 3)} | {fmt(r['peak_gflops'])} | "
+            md.append(f"| {r['framework']} | {fmt(r['tokens_per_second'])} | {fmt(r['median_step_seconds'], 3)} | {fmt(r.get('median_step_cpu_seconds'), 3)} | {fmt(r['peak_gflops'])} | "
                       f"{fmt(r['achieved_gflops'])} | {pct(r['mfu'])} | {r['threads']} | {loads.get(key) or '?'} |")
         if tm and tt:
             same = tm["shape"] == {k: tt["shape"].get(k) for k in tm["shape"]} or all(tm["shape"][k] == tt["shape"][k] for k in ("hidden", "layers", "heads", "ffn", "vocab", "batch", "seq", "parameters"))
@@ -63,7 +63,8 @@ def main():
                       f"Same shape and parameter count in both: {'yes' if same else 'NO'}. Loss after the timed steps: MeLlama {tm['losses'][-1]:.3f}, PyTorch {tt['losses'][-1]:.3f}.")
             if "phases" in tm:
                 md.append("")
-                md.append("MeLlama step phases (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in tm["phases"].items()))
+                md.append("MeLlama step phases, median wall / CPU seconds: " + ", ".join(
+                    f"{k} {v:.3f}/{tm['phases']['cpu_seconds'][k]:.3f}" for k, v in tm["phases"]["wall_seconds"].items()))
         md.append("")
         md.append("FLOPs per token = 6·(matmul parameters, i.e. all but the input embedding and norm gains) + 12·layers·d·seq (PaLM appendix B), the same formula for both. "
                   "MFU = achieved / best trial of a 2048² matmul timed in the same process before and after the steps.")

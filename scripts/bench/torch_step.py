@@ -216,7 +216,7 @@ def main():
         "shape": {"name": a.shape, "hidden": a.hidden, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
                   "vocab": a.vocab, "batch": a.batch, "seq": a.seq, "parameters": params, "matmul_parameters": matmul_params,
                   "train_flops_per_token": flops_per_token},
-        "warmup_steps": a.warmup, "step_seconds": times, "step_cpu_seconds": cpu_times, "median_step_seconds": median,
+        "warmup_steps": a.warmup, "step_seconds": times, "step_cpu_seconds": cpu_times, "median_step_seconds": median, "median_step_cpu_seconds": statistics.median(cpu_times),
         "tokens_per_second": tps, "achieved_gflops": achieved / 1e9, "peak_before": peak_before, "peak_after": peak_after,
         "peak_gflops": best_peak / 1e9, "mfu": achieved / best_peak, "losses": losses,
     }

@@ -19,6 +19,7 @@ try
         "tokenize" => TokenizeBench.Run(options),
         "prepare" => PrepareBench.Run(options),
         "checkpoint" => CheckpointBench.Run(options),
+        "ops" => OpProfile.Run(options),
         var other => throw new ArgumentException($"unknown command '{other}'"),
     };
     string json = JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true });

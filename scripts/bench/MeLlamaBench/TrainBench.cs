@@ -49,18 +49,15 @@ static class TrainBench
         var cpuTimes = new List<double>();
         var losses = new List<double>();
         long allocatedBefore = 0;
-        var process = Process.GetCurrentProcess();
         for (int i = 0; i < warmup + steps; i++)
         {
             if (i == warmup) allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
-            process.Refresh();
-            var cpu0 = process.TotalProcessorTime;
+            double cpu0 = CpuClock.ProcessSeconds();
             var sw = Stopwatch.StartNew();
             var stepResult = step.Step([batches[i % batches.Length]], lr: 3e-4);
             PeakFlops.Sync(device);
             double seconds = sw.Elapsed.TotalSeconds;
-            process.Refresh();
-            double cpu = (process.TotalProcessorTime - cpu0).TotalSeconds;
+            double cpu = CpuClock.ProcessSeconds() - cpu0;
             losses.Add(stepResult.Loss);
             Log($"step {i + 1}/{warmup + steps}{(i < warmup ? " (warm-up)" : "")}: {seconds:F3} s, {shape.Batch * shape.SeqLen / seconds:F1} tok/s, loss {stepResult.Loss:F4}, cpu {cpu:F2} s");
             if (i >= warmup) { times.Add(seconds); cpuTimes.Add(cpu); }
@@ -90,6 +87,7 @@ static class TrainBench
             ["step_seconds"] = times,
             ["step_cpu_seconds"] = cpuTimes,
             ["median_step_seconds"] = median,
+            ["median_step_cpu_seconds"] = Median(cpuTimes),
             ["tokens_per_second"] = tokensPerSecond,
             ["achieved_gflops"] = achieved / 1e9,
             ["peak_before"] = peakBefore.Describe(),
