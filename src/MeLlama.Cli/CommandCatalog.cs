@@ -20,5 +20,9 @@ public static class CommandCatalog
         yield return PrepareCommand.Create();
         yield return LaunchCommand.Create();
         yield return CollectivesSelftestCommand.Create();
+        yield return PretrainCommand.Create();
+        yield return ExportCommand.Create();
+        yield return PlotCommand.Create();
+        yield return ScoreCommand.Create();
     }
 }

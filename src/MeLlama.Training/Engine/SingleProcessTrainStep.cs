@@ -65,8 +65,9 @@ public sealed class SingleProcessTrainStep : ITrainStep
             _optimizer.ZeroGrad();
             return new StepResult(meanLoss, norm, Skipped: true, tokens);
         }
-        if (_options.GradClip > 0 && norm > _options.GradClip) _optimizer.ScaleGrads(_options.GradClip / (norm + 1e-6));
-        _optimizer.Step(lr);
+        // Clipping is folded into the update (one pass over the gradients fewer than ScaleGrads + Step).
+        double clip = _options.GradClip > 0 && norm > _options.GradClip ? _options.GradClip / (norm + 1e-6) : 1.0;
+        _optimizer.Step(lr, gradScale: clip);
         return new StepResult(meanLoss, norm, Skipped: false, tokens);
     }
 

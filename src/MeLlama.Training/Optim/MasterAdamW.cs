@@ -72,7 +72,9 @@ public sealed class MasterAdamW : IDisposable
         using var _ = no_grad();
         foreach (var s in _slots)
         {
-            s.Param.grad?.zero_();
+            // Dropped rather than zeroed (torch's zero_grad(set_to_none=True)): backward then hands its fresh
+            // gradient over instead of adding it into a zeroed one, saving two passes over every gradient.
+            if (s.Param.grad is not null) s.Param.grad = null;
             s.GradAccumulator?.zero_();
         }
     }
@@ -82,7 +84,10 @@ public sealed class MasterAdamW : IDisposable
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var squares = _slots.Where(s => s.Grad is not null).Select(s => s.Grad!.to(ScalarType.Float64).square().sum()).ToArray();
+        var grads = _slots.Select(s => s.Grad).OfType<Tensor>().ToArray();
+        // CPU fp32: one float64-accumulating pass, no float64 copies of the gradients.
+        if (grads.All(g => CpuFusedKernels.Supports(g))) return Math.Sqrt(grads.Sum(CpuFusedKernels.SumOfSquares));
+        var squares = grads.Select(g => g.to(ScalarType.Float64).square().sum()).ToArray();
         if (squares.Length == 0) return 0;
         return Math.Sqrt(stack(squares).sum().item<double>());
     }
@@ -94,16 +99,28 @@ public sealed class MasterAdamW : IDisposable
         foreach (var s in _slots) s.Grad?.mul_(factor);
     }
 
-    /// <summary>One AdamW update with learning rate <paramref name="lr"/> from the accumulated gradients.</summary>
-    public void Step(double lr)
+    /// <summary>
+    /// One AdamW update with learning rate <paramref name="lr"/> from the accumulated gradients, each multiplied by
+    /// <paramref name="gradScale"/> first (gradient clipping folded into the update; the gradients are not changed).
+    /// </summary>
+    public void Step(double lr, double gradScale = 1.0)
     {
         using var _ = no_grad();
         StepCount++;
         double bc1 = 1 - Math.Pow(Beta1, StepCount), bc2 = 1 - Math.Pow(Beta2, StepCount);
         foreach (var s in _slots)
         {
-            if (s.Grad is not { } g) continue;
+            if (s.Grad is not { } gradient) continue;
             using var scope = NewDisposeScope();
+            if (CpuFusedKernels.Supports(s.Master, gradient, s.ExpAvg, s.ExpAvgSq))
+            {
+                // fp32 on CPU: the whole update in one pass over memory.
+                CpuFusedKernels.AdamW(s.Master, gradient, s.ExpAvg, s.ExpAvgSq,
+                    new CpuFusedKernels.AdamWScalars(lr, Beta1, Beta2, Eps, s.Decay ? WeightDecay : 0, bc1, bc2, gradScale));
+                if (!ReferenceEquals(s.Master, s.Param)) s.Param.copy_(s.Master);
+                continue;
+            }
+            var g = gradScale == 1.0 ? gradient : gradient.mul(gradScale);
             if (s.Decay && WeightDecay > 0) s.Master.mul_(1 - lr * WeightDecay);
             s.ExpAvg.mul_(Beta1).add_(g, alpha: 1 - Beta1);
             s.ExpAvgSq.mul_(Beta2).addcmul_(g, g, value: 1 - Beta2);

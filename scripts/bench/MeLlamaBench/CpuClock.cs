@@ -1,0 +1,25 @@
+using System.Runtime.InteropServices;
+
+namespace MeLlamaBench;
+
+/// <summary>
+/// CPU time of this process (all threads) in seconds, at nanosecond resolution (Process.TotalProcessorTime is
+/// tick-granular). On a machine shared with other work, CPU seconds per step are a steadier measure of the work a
+/// step does than wall seconds; with one compute thread they are that thread's time.
+/// </summary>
+static class CpuClock
+{
+    const int ClockProcessCpuTimeId = 2;
+
+    [StructLayout(LayoutKind.Sequential)]
+    struct TimeSpec { public long Seconds; public long Nanoseconds; }
+
+    [DllImport("libc", SetLastError = true)] static extern int clock_gettime(int clock, out TimeSpec time);
+
+    public static double ProcessSeconds()
+    {
+        if (!OperatingSystem.IsLinux()) return System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
+        clock_gettime(ClockProcessCpuTimeId, out var t);
+        return t.Seconds + t.Nanoseconds * 1e-9;
+    }
+}
