@@ -14,5 +14,7 @@ public static class CommandCatalog
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();
         yield return EvalCommand.Create();
+        yield return LaunchCommand.Create();
+        yield return CollectivesSelftestCommand.Create();
     }
 }

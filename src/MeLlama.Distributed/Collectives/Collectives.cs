@@ -1,5 +1,6 @@
 using System.Net;
 using MeLlama.Distributed.Nccl;
+using MeLlama.Distributed.Net;
 using MeLlama.Distributed.Store;
 using MeLlama.Distributed.Tcp;
 using TorchSharp;
@@ -24,26 +25,34 @@ public static class Collectives
         if (backend == CollectiveBackend.Auto)
             backend = env.WorldSize == 1 ? CollectiveBackend.Single
                 : device?.type == DeviceType.CUDA ? CollectiveBackend.Nccl : CollectiveBackend.Tcp;
-        if (backend == CollectiveBackend.Single)
+        if (backend == CollectiveBackend.Single || (backend == CollectiveBackend.Tcp && env.WorldSize == 1))
         {
             if (env.WorldSize != 1) throw new DistributedEnvironmentException($"the single-process backend cannot serve a world of {env.WorldSize} ranks");
             return new SingleProcessCollectives(options.Timeout);
         }
 
         var log = options.Logger;
-        var secret = options.Secret ?? JobSecret.FromEnvironment();
+        // A one-rank world with a forced backend (e.g. an NCCL smoke test on one GPU) needs no launcher: make up the rest.
+        var secret = options.Secret ?? (env.WorldSize == 1 && Environment.GetEnvironmentVariable(JobSecret.EnvVar) == null
+            ? JobSecret.Generate().Secret : JobSecret.FromEnvironment());
         log.Information("Joining {Environment} with the {Backend} backend (job secret {Fingerprint})", env, backend, secret.Fingerprint);
         TcpStoreServer? server = env.Rank == 0 ? TcpStoreServer.Start(IPAddress.Any, env.MasterPort, secret, log) : null;
+        int port = server?.EndPoint.Port ?? env.MasterPort;
         ProcessGroup group;
         try
         {
-            group = ProcessGroup.Join(env.MasterAddr, env.MasterPort, secret, options.Group, env.Rank, env.WorldSize, options.ConnectTimeout, log, server);
+            group = ProcessGroup.Join(env.MasterAddr, port, secret, options.Group, env.Rank, env.WorldSize, options.ConnectTimeout, log, server);
         }
         catch
         {
             server?.Dispose();
             throw;
         }
+        options = options with
+        {
+            AdvertiseAddress = options.AdvertiseAddress ?? AdvertiseAddress.Choose(group.Store.LocalAddress,
+                multiNode: env.WorldSize > env.LocalWorldSize, Environment.GetEnvironmentVariable(AdvertiseAddress.InterfaceEnvVar)),
+        };
         try
         {
             return backend == CollectiveBackend.Tcp

@@ -1,5 +1,4 @@
 using System.Net.Sockets;
-using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using MeLlama.Distributed.Store;
 using TorchSharp;
@@ -67,9 +66,12 @@ public sealed class TcpCollectives : ICollectives
     public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum, TimeSpan? timeout = null)
     {
         CollectiveArgs.CheckReducible(tensor, nameof(tensor), DeviceType.CPU);
-        var header = NextHeader(OpKind.AllReduce, tensor.dtype, op, tensor.NumberOfElements, 0);
+        long numel = tensor.NumberOfElements;
+        int e = (int)tensor.ElementSize;
+        var dtype = tensor.dtype;
+        var header = NextHeader(OpKind.AllReduce, dtype, op, numel, 0);
         IntPtr data = TensorMemory.DataPointer(tensor);
-        Run(header, timeout, ct => AllReduceAsync(data, tensor.NumberOfElements, (int)tensor.ElementSize, tensor.dtype, op, ct));
+        Run(header, timeout, ct => AllReduceAsync(data, numel, e, dtype, op, ct));
     }
 
     public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum, TimeSpan? timeout = null)
@@ -79,9 +81,13 @@ public sealed class TcpCollectives : ICollectives
         int e = (int)output.ElementSize;
         IntPtr inPtr = TensorMemory.DataPointer(input), outPtr = TensorMemory.DataPointer(output);
         CollectiveArgs.CheckOwnSliceOrDisjoint(inPtr, input.NumberOfElements * e, outPtr, n * e, Rank, "reduce_scatter output");
-        var header = NextHeader(OpKind.ReduceScatter, input.dtype, op, n, 0);
-        if (WorldSize >= 3) EnsureScratch(2 * n * e);
-        Run(header, timeout, ct => ReduceScatterAsync(inPtr, outPtr, n, e, input.dtype, op, ct));
+        var dtype = input.dtype;
+        var header = NextHeader(OpKind.ReduceScatter, dtype, op, n, 0);
+        Run(header, timeout, ct =>
+        {
+            if (WorldSize >= 3) EnsureScratch(2 * n * e);
+            return ReduceScatterAsync(inPtr, outPtr, n, e, dtype, op, ct);
+        });
     }
 
     public void AllGather(Tensor input, Tensor output, TimeSpan? timeout = null)
@@ -106,7 +112,8 @@ public sealed class TcpCollectives : ICollectives
         CollectiveArgs.CheckRoot(root, WorldSize);
         var header = NextHeader(OpKind.Broadcast, tensor.dtype, ReduceOp.Sum, tensor.NumberOfElements, root);
         IntPtr data = TensorMemory.DataPointer(tensor);
-        Run(header, timeout, ct => BroadcastAsync(data, TensorMemory.ByteCount(tensor), root, ct));
+        long bytes = TensorMemory.ByteCount(tensor);
+        Run(header, timeout, ct => BroadcastAsync(data, bytes, root, ct));
     }
 
     public void Barrier(TimeSpan? timeout = null)
@@ -179,16 +186,26 @@ public sealed class TcpCollectives : ICollectives
         bool forward = position < WorldSize - 1;
         // Pipelined chain: forward each segment as soon as it has arrived.
         Task pending = Task.CompletedTask;
-        for (long done = 0; done < bytes;)
+        try
         {
-            long piece = Math.Min(segment.Length, bytes - done);
-            await ReceiveAsync(data + (nint)done, piece, ct).ConfigureAwait(false);
-            if (forward)
+            for (long done = 0; done < bytes;)
             {
-                await pending.ConfigureAwait(false);
-                pending = SendAsync(data + (nint)done, piece, ct);
+                long piece = Math.Min(segment.Length, bytes - done);
+                await ReceiveAsync(data + (nint)done, piece, ct).ConfigureAwait(false);
+                if (forward)
+                {
+                    await pending.ConfigureAwait(false);
+                    pending = SendAsync(data + (nint)done, piece, ct);
+                }
+                done += piece;
             }
-            done += piece;
+        }
+        catch
+        {
+            // Do not return while a forwarding send may still read the tensor.
+            try { operation?.Cancel(); } catch (ObjectDisposedException) { }
+            await Settle(pending).ConfigureAwait(false);
+            throw;
         }
         await pending.ConfigureAwait(false);
     }
