@@ -16,5 +16,6 @@ public static class CommandCatalog
         yield return EvalCommand.Create();
         yield return LaunchCommand.Create();
         yield return CollectivesSelftestCommand.Create();
+        yield return DemoCommand.Create();
     }
 }

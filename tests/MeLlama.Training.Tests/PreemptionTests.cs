@@ -17,7 +17,7 @@ public sealed partial class PreemptionTests
     [LibraryImport("libc", SetLastError = true)]
     private static partial int kill(int pid, int sig);
 
-    static string MellamaDll()
+    internal static string MellamaDll()
     {
         // tests/MeLlama.Training.Tests/bin/<Configuration>/net10.0/ → src/MeLlama.Cli/bin/<Configuration>/net10.0/mellama.dll
         string configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
