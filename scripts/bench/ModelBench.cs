@@ -11,6 +11,15 @@ using static TorchSharp.torch;
 
 bool big = args.Contains("--big");
 Console.WriteLine($"torch threads {get_num_threads()}, cores {Environment.ProcessorCount}, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+// Calibration: a shared machine's speed varies; compare the numbers below against this.
+using (no_grad())
+{
+    using var a = randn(1024, 1024);
+    a.matmul(a).Dispose();
+    var clock = Stopwatch.StartNew();
+    for (int i = 0; i < 10; i++) a.matmul(a).Dispose();
+    Console.WriteLine($"calibration: 1024×1024 fp32 matmul {10 * 2.0 * 1024 * 1024 * 1024 / clock.Elapsed.TotalSeconds / 1e9:F0} GFLOP/s");
+}
 
 // 1. Forward / decode throughput on the Demo shape.
 foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
