@@ -21,7 +21,7 @@ public class FsdpTrainStepTests
         MaxPositionEmbeddings = 64, TieWordEmbeddings = false,
     };
 
-    static TrainStepOptions Options => new(Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, GradClip: 1.0, ActivationCheckpointing: true);
+    static TrainStepOptions Options => new(Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, GradClip: 0.05, ActivationCheckpointing: true);
 
     static double Lr(int step) => 3e-3 * (step + 1);
 
@@ -65,7 +65,6 @@ public class FsdpTrainStepTests
             results[comm.Rank] = mine;
             weights[comm.Rank] = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.data<float>().ToArray());
         });
-        Assert.True(expected.Any(r => r.GradNorm > Options.GradClip), "the run should exercise clipping");
         for (int r = 0; r < world; r++)
         {
             for (int s = 0; s < Steps; s++)
@@ -84,6 +83,7 @@ public class FsdpTrainStepTests
             }
         }
         Assert.True(expected[^1].Loss < expected[0].Loss, "training should lower the loss");
+        Assert.True(expected.Any(r => r.GradNorm > Options.GradClip), "the run should exercise clipping; grad norms " + string.Join(", ", expected.Select(r => r.GradNorm)));
     }
 
     [Fact]
