@@ -24,5 +24,8 @@ public static class CommandCatalog
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();
         yield return ScoreCommand.Create();
+        yield return LaunchCommand.Create();
+        yield return CollectivesSelftestCommand.Create();
+        yield return DemoCommand.Create();
     }
 }
