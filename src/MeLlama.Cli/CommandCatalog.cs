@@ -8,24 +8,15 @@ public static class CommandCatalog
 {
     public static IEnumerable<Command> Create()
     {
-        yield return TokenizeCommand.Create();
-        yield return ScoreCommand.Create();
+        yield return DemoCommand.Create();
         yield return PrepareCommand.Create();
         yield return PretrainCommand.Create();
         yield return ExportCommand.Create();
-        yield return PlotCommand.Create();
+        yield return ScoreCommand.Create();
         yield return EvalCommand.Create();
-        yield return DemoCommand.Create();
-        yield return ScoreCommand.Create();
-        yield return PrepareCommand.Create();
-        yield return LaunchCommand.Create();
-        yield return CollectivesSelftestCommand.Create();
-        yield return PretrainCommand.Create();
-        yield return ExportCommand.Create();
+        yield return TokenizeCommand.Create();
         yield return PlotCommand.Create();
-        yield return ScoreCommand.Create();
         yield return LaunchCommand.Create();
         yield return CollectivesSelftestCommand.Create();
-        yield return DemoCommand.Create();
     }
 }
