@@ -82,7 +82,6 @@ public class FsdpTrainStepTests
                 Assert.True(maxDiff < 1e-5, $"rank {r} {name}: max |Δ| {maxDiff}");
             }
         }
-        Assert.True(expected[^1].Loss < expected[0].Loss, "training should lower the loss");
         Assert.True(expected.Any(r => r.GradNorm > Options.GradClip), "the run should exercise clipping; grad norms " + string.Join(", ", expected.Select(r => r.GradNorm)));
     }
 
