@@ -7,7 +7,7 @@ namespace MeLlama.Evaluation.Models;
 /// Identity of an HF model folder's weights: sha256 over config.json and the full bytes of every
 /// *.safetensors file (sorted by name). A full hash, because fine-tunes keep file names and sizes; it reads
 /// the weights once (~15 s for 13B at disk speed). The result is remembered in a small side file keyed by
-/// the files' names, sizes and modification times, so a resumed run does not hash again.
+/// the folder and its files' names, sizes and modification times, so a resumed run does not hash again.
 /// </summary>
 public static class ModelFingerprint
 {
@@ -15,7 +15,7 @@ public static class ModelFingerprint
     {
         var files = Directory.EnumerateFiles(hfDir, "*.safetensors").Order(StringComparer.Ordinal).Prepend(Path.Combine(hfDir, "config.json")).ToList();
         foreach (var f in files) if (!File.Exists(f)) throw new FileNotFoundException($"{hfDir} has no {Path.GetFileName(f)}", f);
-        string stamp = string.Join(";", files.Select(f => { var i = new FileInfo(f); return $"{i.Name}:{i.Length}:{i.LastWriteTimeUtc.Ticks}"; }));
+        string stamp = Path.GetFullPath(hfDir) + "|" + string.Join(";", files.Select(f => { var i = new FileInfo(f); return $"{i.Name}:{i.Length}:{i.LastWriteTimeUtc.Ticks}"; }));
         if (memoFile != null && File.Exists(memoFile))
         {
             var lines = File.ReadAllLines(memoFile);

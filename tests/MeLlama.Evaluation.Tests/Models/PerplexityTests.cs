@@ -35,3 +35,26 @@ public class PerplexityTests(TinyLlamaFixture fixture) : IClassFixture<TinyLlama
         Assert.Equal(38, capped.Tokens);
     }
 }
+
+public class ModelFingerprintTests
+{
+    [Fact]
+    public void Fingerprint_is_a_full_content_hash_remembered_per_folder_state()
+    {
+        using var dir = new MeLlama.TestSupport.TempDir();
+        Directory.CreateDirectory(dir["m"]);
+        File.WriteAllText(dir["m/config.json"], "{}");
+        var weights = new byte[1 << 20];
+        weights[1 << 19] = 1;
+        File.WriteAllBytes(dir["m/model.safetensors"], weights);
+        string a = ModelFingerprint.Compute(dir["m"], dir["memo"]);
+        Assert.Equal(a, ModelFingerprint.Compute(dir["m"], dir["memo"]));
+        Assert.Equal(a, ModelFingerprint.Compute(dir["m"]));
+        // One byte in the middle, same size: a different model.
+        weights[1 << 19] = 2;
+        File.WriteAllBytes(dir["m/model.safetensors"], weights);
+        File.SetLastWriteTimeUtc(dir["m/model.safetensors"], DateTime.UtcNow.AddMinutes(1));
+        Assert.NotEqual(a, ModelFingerprint.Compute(dir["m"], dir["memo"]));
+        Assert.Throws<FileNotFoundException>(() => ModelFingerprint.Compute(dir.Path));
+    }
+}
