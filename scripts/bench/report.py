@@ -38,7 +38,7 @@ def main():
     md.append(f"- CPU: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores; memory {machine.get('memory_gib', '?')} GiB; GPU: {machine.get('gpu', 'none')}")
     md.append(f"- OS: {machine.get('os', '?')}, kernel {machine.get('kernel', '?')}; .NET {machine.get('dotnet', '?')}; git {machine.get('git', '?')}")
     md.append(f"- Load average (1/5/15 min) at start: {machine.get('load_start', '?')}; at end: {machine.get('load_end', '?')}")
-    md.append(f"- Command: `{machine.get('command', '?')}`")
+    md.append(f"- Command: `{machine.get('command', '?')}`; OpenMP/BLAS environment: {machine.get('omp_env') or 'defaults'}")
     md.append("")
 
     tm, tt = result.get("train_mellama"), result.get("train_torch")
@@ -47,13 +47,14 @@ def main():
         md.append(f"## Training step: forward + backward + AdamW ({(tm or tt)['dtype']}, {s['parameters'] / 1e6:.1f}M params: d={s['hidden']}, "
                   f"{s['layers']} layers, {s['heads']} heads, SwiGLU {s['ffn']}, vocab {s['vocab']}; batch {s['batch']}×{s['seq']})")
         md.append("")
-        md.append("| implementation | tokens/s | median step (s) | CPU s per step | matmul peak, same process (GFLOP/s) | achieved (GFLOP/s) | MFU | threads | load avg before |")
-        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        md.append("| implementation | tokens/s | median step (s) | CPU s per step | matmul peak, same process (GFLOP/s) | achieved (GFLOP/s) | MFU | MFU by CPU time | threads | load avg before |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for key, r in (("train_mellama", tm), ("train_torch", tt)):
             if r is None:
                 continue
-            md.append(f"| {r['framework']} | {fmt(r['tokens_per_second'])} | {fmt(r['median_step_seconds'], 3)} | {fmt(r.get('median_step_cpu_seconds'), 3)} | {fmt(r['peak_gflops'])} | "
-                      f"{fmt(r['achieved_gflops'])} | {pct(r['mfu'])} | {r['threads']} | {loads.get(key) or '?'} |")
+            name = r["framework"] + (f", BLAS {os.path.basename(r['blas'])}" if r.get("blas") else "")
+            md.append(f"| {name} | {fmt(r['tokens_per_second'])} | {fmt(r['median_step_seconds'], 3)} | {fmt(r.get('median_step_cpu_seconds'), 3)} | {fmt(r['peak_gflops'])} | "
+                      f"{fmt(r['achieved_gflops'])} | {pct(r['mfu'])} | {pct(r.get('mfu_cpu_time'))} | {r['threads']} | {loads.get(key) or '?'} |")
         if tm and tt:
             same = tm["shape"] == {k: tt["shape"].get(k) for k in tm["shape"]} or all(tm["shape"][k] == tt["shape"][k] for k in ("hidden", "layers", "heads", "ffn", "vocab", "batch", "seq", "parameters"))
             ratio = tm["tokens_per_second"] / tt["tokens_per_second"]
@@ -67,7 +68,9 @@ def main():
                     f"{k} {v:.3f}/{tm['phases']['cpu_seconds'][k]:.3f}" for k, v in tm["phases"]["wall_seconds"].items()))
         md.append("")
         md.append("FLOPs per token = 6·(matmul parameters, i.e. all but the input embedding and norm gains) + 12·layers·d·seq (PaLM appendix B), the same formula for both. "
-                  "MFU = achieved / best trial of a 2048² matmul timed in the same process before and after the steps.")
+                  "MFU = achieved / best trial of a 2048² matmul timed in the same process before and after the steps. "
+                  "MFU by CPU time = (FLOPs per CPU-second of the steps) / (matmul FLOPs per CPU-second): steadier than wall time when other work shares the machine; "
+                  "exact with one thread, an understatement with several (threads waiting at a barrier count as busy).")
         md.append("")
 
     km, ks = result.get("tokenize_mellama"), result.get("tokenize_spm")

@@ -9,8 +9,11 @@
 # Writes scripts/bench/results/<date>-<host>.json and .md and prints the Markdown table.
 #
 # usage: scripts/bench/run.sh [--shape 130m|small|tiny] [--steps N] [--warmup N] [--quick] [--only train,tokenize,checkpoint]
-#                             [--threads N] [--no-install] [--phases]
+#                             [--threads N] [--no-install] [--phases] [--omp-passive]
 #   --quick: small shape, fewer steps, smaller disk test (a couple of minutes on 2 cores).
+#   --omp-passive: OMP_WAIT_POLICY=PASSIVE for both implementations. On a machine shared with other busy processes,
+#     OpenMP threads spinning at barriers while their partner is descheduled can make multi-threaded steps several
+#     times slower; passive waiting avoids that (on a quiet machine the default spinning is as fast or faster).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -26,8 +29,9 @@ while [ $# -gt 0 ]; do
     --threads) THREADS=$2; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --phases) PHASES=1; shift ;;
+    --omp-passive) export OMP_WAIT_POLICY=PASSIVE; shift ;;
     --quick) SHAPE=small; STEPS=3; WARMUP=1; DISK_MB=256; SECONDS_TOK=1; REPEATS=2; shift ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -59,8 +63,12 @@ mark_load() { printf '%s\t%s\n' "$1" "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$LOA
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- reference packages (Debian apt): python3-torch, python3-sentencepiece -----------------------------------
+# Debian's torch calls the generic libblas.so.3: without an optimized provider that is netlib's reference BLAS
+# (about 1 GFLOP/s), so OpenBLAS (OpenMP build, which follows torch.set_num_threads) is part of the reference.
+OPENBLAS_DIR=/usr/lib/x86_64-linux-gnu/openblas-openmp
 need_pkgs=()
 $PY -c 'import torch' 2>/dev/null || need_pkgs+=(python3-torch)
+[ -e "$OPENBLAS_DIR/libblas.so.3" ] || need_pkgs+=(libopenblas0-openmp)
 $PY -c 'import sentencepiece' 2>/dev/null || need_pkgs+=(python3-sentencepiece)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$INSTALL" = 1 ]; then
@@ -85,7 +93,9 @@ if wants train; then
   "${BENCH[@]}" train "${SHAPE_ARGS[@]}" --steps "$STEPS" --warmup "$WARMUP" "${THREAD_ARG[@]}" "${PHASE_ARG[@]}" --out "$PARTS/train_mellama.json"
   if [ "$HAVE_TORCH" = 1 ]; then
     mark_load train_torch
-    $PY scripts/bench/torch_step.py "${SHAPE_ARGS[@]}" --steps "$STEPS" --warmup "$WARMUP" --threads "$NTHREADS" --out "$PARTS/train_torch.json"
+    # The reference loads OpenBLAS whatever the machine-wide libblas.so.3 alternative points to.
+    LD_LIBRARY_PATH="$OPENBLAS_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+      $PY scripts/bench/torch_step.py "${SHAPE_ARGS[@]}" --steps "$STEPS" --warmup "$WARMUP" --threads "$NTHREADS" --out "$PARTS/train_torch.json"
   else
     skip "PyTorch training step" "python3-torch is not importable by $PY"
   fi
@@ -160,6 +170,7 @@ machine = {
     "python": platform.python_version(),
     "torch": sh("/usr/bin/python3 -c 'import torch; print(torch.__version__)'") if have_torch == "1" else None,
     "load_start": load_start, "load_end": load_end, "command": command,
+    "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_", "MKL_", "OPENBLAS_"))},
     "load_before": dict(l.rstrip("\n").split("\t") for l in open(os.path.join(parts, ".loads")) if "\t" in l),
 }
 json.dump(machine, open(os.path.join(parts, "machine.json"), "w"), indent=2)

@@ -108,6 +108,17 @@ class Llama(nn.Module):
         return self.lm_head(self.norm(x))
 
 
+def blas_library():
+    """The BLAS shared library this process actually loaded (Debian's torch links the generic libblas.so.3, which
+    is reference BLAS unless an optimized one such as OpenBLAS provides it)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "blas" in line.lower() and "/" in line}
+        return ", ".join(sorted(os.path.realpath(p) for p in paths)) or "none found"
+    except OSError:
+        return "unknown"
+
+
 def peak(device, dtype, size, trials=5, trial_seconds=0.25):
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
@@ -119,16 +130,17 @@ def peak(device, dtype, size, trials=5, trial_seconds=0.25):
         if n >= 2 and time.perf_counter() - start >= 0.1:
             break
     reps = max(1, round(trial_seconds / ((time.perf_counter() - start) / n)))
-    rates = []
+    rates, per_cpu = [], 0.0
     for _ in range(trials):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(reps):
             torch.mm(a, b, out=c)
         sync()
         rates.append(2.0 * size ** 3 * reps / (time.perf_counter() - t0))
+        per_cpu = max(per_cpu, 2.0 * size ** 3 * reps / max(1e-9, time.process_time() - c0))
     rates.sort()
     return {"matmul_size": size, "dtype": str(dtype), "best_gflops": rates[-1] / 1e9, "median_gflops": rates[len(rates) // 2] / 1e9,
-            "trials": trials, "matmuls_per_trial": reps}
+            "best_gflops_per_cpu_second": per_cpu / 1e9, "trials": trials, "matmuls_per_trial": reps}
 
 
 def main():
@@ -147,6 +159,8 @@ def main():
     # bf16: what a PyTorch user would run, autocast over fp32 weights (fp32 master weights and AdamW).
     autocast_dtype = torch.bfloat16 if a.dtype == "bf16" else None
     peak_dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    blas = blas_library()
+    log(f"BLAS: {blas}")
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, shape {a.shape}, batch {a.batch}x{a.seq}, {a.dtype} on {device}")
 
     peak_before = peak(device, peak_dtype, a.peak_size)
@@ -212,13 +226,15 @@ def main():
     result = {
         "impl": "pytorch-eager",
         "framework": f"PyTorch {torch.__version__} (python {sys.version.split()[0]}, {'SDPA is_causal' if hasattr(F, 'scaled_dot_product_attention') else 'masked softmax attention'}, AdamW {adamw_variant})",
-        "device": str(device), "dtype": a.dtype, "threads": torch.get_num_threads(),
+        "device": str(device), "dtype": a.dtype, "threads": torch.get_num_threads(), "blas": blas,
         "shape": {"name": a.shape, "hidden": a.hidden, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
                   "vocab": a.vocab, "batch": a.batch, "seq": a.seq, "parameters": params, "matmul_parameters": matmul_params,
                   "train_flops_per_token": flops_per_token},
         "warmup_steps": a.warmup, "step_seconds": times, "step_cpu_seconds": cpu_times, "median_step_seconds": median, "median_step_cpu_seconds": statistics.median(cpu_times),
         "tokens_per_second": tps, "achieved_gflops": achieved / 1e9, "peak_before": peak_before, "peak_after": peak_after,
-        "peak_gflops": best_peak / 1e9, "mfu": achieved / best_peak, "losses": losses,
+        "peak_gflops": best_peak / 1e9, "mfu": achieved / best_peak,
+        "mfu_cpu_time": a.batch * a.seq / statistics.median(cpu_times) * flops_per_token
+                        / (1e9 * max(peak_before["best_gflops_per_cpu_second"], peak_after["best_gflops_per_cpu_second"])), "losses": losses,
     }
     text = json.dumps(result, indent=2)
     if a.out:

@@ -16,6 +16,16 @@ static class CpuClock
 
     [DllImport("libc", SetLastError = true)] static extern int clock_gettime(int clock, out TimeSpec time);
 
+    /// <summary>Minor page faults of this process so far (fresh memory touched: large tensors are mmapped anew each step).</summary>
+    public static long MinorFaults()
+    {
+        if (!OperatingSystem.IsLinux()) return 0;
+        string stat = File.ReadAllText("/proc/self/stat");
+        // Fields after the parenthesised command name: state is field 3, minflt field 10.
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return long.Parse(fields[7], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     public static double ProcessSeconds()
     {
         if (!OperatingSystem.IsLinux()) return System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;

@@ -38,6 +38,8 @@ static Dictionary<string, object> Peak(Args options)
     var device = new TorchSharp.torch.Device(options.Get("device", "cpu"));
     var dtype = options.Get("dtype", "fp32") == "bf16" ? TorchSharp.torch.ScalarType.BFloat16 : TorchSharp.torch.ScalarType.Float32;
     int size = options.Int("size", 2048);
+    int threads = options.Int("threads", 0);
     options.RejectUnknown();
+    if (threads > 0) TorchSharp.torch.set_num_threads(threads);
     return PeakFlops.Measure(device, dtype, size).Describe();
 }

@@ -48,19 +48,22 @@ static class TrainBench
         var times = new List<double>();
         var cpuTimes = new List<double>();
         var losses = new List<double>();
+        var faultCounts = new List<long>();
         long allocatedBefore = 0;
         for (int i = 0; i < warmup + steps; i++)
         {
             if (i == warmup) allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
             double cpu0 = CpuClock.ProcessSeconds();
+            long faults0 = CpuClock.MinorFaults();
             var sw = Stopwatch.StartNew();
             var stepResult = step.Step([batches[i % batches.Length]], lr: 3e-4);
             PeakFlops.Sync(device);
             double seconds = sw.Elapsed.TotalSeconds;
             double cpu = CpuClock.ProcessSeconds() - cpu0;
+            long faults = CpuClock.MinorFaults() - faults0;
             losses.Add(stepResult.Loss);
-            Log($"step {i + 1}/{warmup + steps}{(i < warmup ? " (warm-up)" : "")}: {seconds:F3} s, {shape.Batch * shape.SeqLen / seconds:F1} tok/s, loss {stepResult.Loss:F4}, cpu {cpu:F2} s");
-            if (i >= warmup) { times.Add(seconds); cpuTimes.Add(cpu); }
+            Log($"step {i + 1}/{warmup + steps}{(i < warmup ? " (warm-up)" : "")}: {seconds:F3} s, {shape.Batch * shape.SeqLen / seconds:F1} tok/s, loss {stepResult.Loss:F4}, cpu {cpu:F2} s, {faults} minor page faults");
+            if (i >= warmup) { times.Add(seconds); cpuTimes.Add(cpu); faultCounts.Add(faults); }
         }
         long allocatedPerStep = (GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore) / Math.Max(1, steps);
 
@@ -94,8 +97,15 @@ static class TrainBench
             ["peak_after"] = peakAfter.Describe(),
             ["peak_gflops"] = peak / 1e9,
             ["mfu"] = achieved / peak,
+            // Load-robust variant: work per CPU-second of the step over matmul FLOPs per CPU-second (exact with 1 thread;
+            // with several, spin-waiting threads count as busy, so it understates).
+            ["mfu_cpu_time"] = shape.Batch * shape.SeqLen / Median(cpuTimes) * shape.TrainFlopsPerToken
+                               / Math.Max(peakBefore.BestFlopsPerCpuSecond, peakAfter.BestFlopsPerCpuSecond),
             ["losses"] = losses,
             ["managed_bytes_allocated_per_step"] = allocatedPerStep,
+            ["minor_page_faults_per_step"] = faultCounts,
+            ["env"] = new[] { "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "THP_MEM_ALLOC_ENABLE", "MKL_NUM_THREADS" }
+                .Where(v => Environment.GetEnvironmentVariable(v) != null).ToDictionary(v => v, v => Environment.GetEnvironmentVariable(v)!),
         };
         if (phaseTimes != null) result["phases"] = phaseTimes;
         return result;
