@@ -10,7 +10,10 @@ public static class CommandCatalog
     {
         yield return TokenizeCommand.Create();
         yield return PretrainCommand.Create();
+        yield return FinetuneCommand.Create();
         yield return ExportCommand.Create();
+        yield return GenerateCommand.Create();
+        yield return ChatCommand.Create();
         yield return PlotCommand.Create();
         yield return DemoCommand.Create();
     }
