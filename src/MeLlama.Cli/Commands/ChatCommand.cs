@@ -12,10 +12,26 @@ public static class ChatCommand
         var shared = new GenerationCliOptions();
         var command = new Command("chat",
             "Talk to a model folder in the terminal. The history goes through the chat template every turn (oldest turns are dropped " +
-            "when the context fills). Commands: /reset clears the history, /exit (or end of input) quits; Ctrl-C stops a reply.");
+            "when the context fills). A line ending in \\ continues on the next line. Commands: /reset clears the history, /exit (or end of input) quits; " +
+            "Ctrl-C stops a reply.");
         shared.AddTo(command);
         command.SetAction((parse, cancel) => Task.FromResult(Run(parse, shared, cancel)));
         return command;
+    }
+
+    /// <summary>One user message: a line, or several joined by newlines when each but the last ends with a backslash.</summary>
+    static string? ReadMessage()
+    {
+        string? line = Console.In.ReadLine();
+        if (line is null) return null;
+        var message = new System.Text.StringBuilder();
+        while (line.EndsWith('\\'))
+        {
+            message.Append(line, 0, line.Length - 1).Append('\n');
+            line = Console.In.ReadLine();
+            if (line is null) return message.ToString();
+        }
+        return message.Append(line).ToString();
     }
 
     static int Run(ParseResult parse, GenerationCliOptions shared, CancellationToken cancel)
@@ -46,7 +62,7 @@ public static class ChatCommand
                 while (!cancel.IsCancellationRequested)
                 {
                     Console.Error.Write("\n> ");
-                    string? line = Console.In.ReadLine();
+                    string? line = ReadMessage();
                     if (line is null) break;
                     line = line.Trim();
                     if (line.Length == 0) continue;

@@ -35,7 +35,8 @@ public static class BatchGeneration
             if (text.Trim().Length == 0) continue;
             JsonObject record;
             try { record = JsonNode.Parse(text) as JsonObject ?? throw new FormatException("record is not a JSON object"); }
-            catch (JsonException e) { throw new InvalidDataException($"{path}:{line}: not valid JSON ({e.Message})"); }
+            // The parser's own message quotes the offending text; name only the position (records may hold clinical text).
+            catch (JsonException e) { throw new InvalidDataException($"{path}:{line}: not valid JSON (at byte {e.BytePositionInLine})"); }
             catch (FormatException e) { throw new InvalidDataException($"{path}:{line}: {e.Message}"); }
             if (record.ContainsKey("completion")) throw new InvalidDataException($"{path}:{line}: record already has a \"completion\" field (it would be overwritten)");
             try { items.Add(new Item(line, record, PromptRecords.ToMessages(record))); }
