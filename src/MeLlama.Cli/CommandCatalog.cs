@@ -16,5 +16,7 @@ public static class CommandCatalog
         yield return ChatCommand.Create();
         yield return PlotCommand.Create();
         yield return DemoCommand.Create();
+        yield return ScoreCommand.Create();
+        yield return PrepareCommand.Create();
     }
 }

@@ -72,40 +72,36 @@ internal sealed class Gpt2HfVocabulary
     /// <summary>merges.txt: "#version: 0.2" then one "left right" line per token from rank 256 on, in rank order.</summary>
     public string MergesText()
     {
+        // Tokens as Latin-1 strings (one char per byte): cheap to concatenate and hash.
         var rankOf = new Dictionary<string, int>(_tokens.Length, StringComparer.Ordinal);
-        var keys = new string[_tokens.Length];
-        for (int id = 0; id < _tokens.Length; id++)
-        {
-            keys[id] = Convert.ToHexString(_tokens[id]);
-            rankOf[keys[id]] = id;
-        }
+        for (int id = 0; id < _tokens.Length; id++) rankOf[Encoding.Latin1.GetString(_tokens[id])] = id;
         var sb = new StringBuilder("#version: 0.2\n");
         for (int rank = 0; rank < _tokens.Length; rank++)
         {
             if (_tokens[rank].Length == 1) continue;
-            var (left, right) = SplitByLowerRanks(_tokens[rank], rank, rankOf);
-            sb.Append(Spell(left)).Append(' ').Append(Spell(right)).Append('\n');
+            var (left, right) = SplitByLowerRanks(Encoding.Latin1.GetString(_tokens[rank]), rank, rankOf);
+            sb.Append(Spell(Encoding.Latin1.GetBytes(left))).Append(' ').Append(Spell(Encoding.Latin1.GetBytes(right))).Append('\n');
         }
         return sb.ToString();
     }
 
     /// <summary>Byte-level BPE of <paramref name="token"/> with ranks below <paramref name="maxRank"/>; must end in two parts.</summary>
-    static (byte[] Left, byte[] Right) SplitByLowerRanks(byte[] token, int maxRank, Dictionary<string, int> rankOf)
+    static (string Left, string Right) SplitByLowerRanks(string token, int maxRank, Dictionary<string, int> rankOf)
     {
-        var parts = token.Select(b => new[] { b }).ToList();
+        var parts = token.Select(c => c.ToString()).ToList();
         while (parts.Count > 2)
         {
             int best = -1, bestRank = maxRank;
             for (int i = 0; i + 1 < parts.Count; i++)
             {
-                if (rankOf.TryGetValue(Convert.ToHexString([.. parts[i], .. parts[i + 1]]), out int r) && r < bestRank)
+                if (rankOf.TryGetValue(parts[i] + parts[i + 1], out int r) && r < bestRank)
                 {
                     best = i;
                     bestRank = r;
                 }
             }
             if (best < 0) break;
-            parts[best] = [.. parts[best], .. parts[best + 1]];
+            parts[best] += parts[best + 1];
             parts.RemoveAt(best + 1);
         }
         if (parts.Count != 2) throw new InvalidDataException($"gpt2.tiktoken: token of rank {maxRank} is not the merge of two lower-ranked tokens");

@@ -45,7 +45,8 @@ public class LlamaTokenizerTests
         var tokenizer = TestCorpora.Llama();
         var model = SentencePieceModelFile.Read(SharedData.Require(SharedData.LlamaTokenizer));
         var reference = new ReferenceSentencePieceBpe(model);
-        var texts = TestCorpora.PubMedQaAbstracts(60);
+        // The reference is quadratic: abstract prefixes keep the test fast while covering real text.
+        var texts = TestCorpora.PubMedQaAbstracts(40).Select(t => t[..Math.Min(t.Length, 400)]).ToList();
         var random = new Random(1234);
         const string alphabet = "aaabxyz  \u2581\t\n.,-0123456789éü°₂✓患者🫀\u00a0";
         for (int i = 0; i < 300; i++)
@@ -60,7 +61,9 @@ public class LlamaTokenizerTests
             }
             texts.Add(new string([.. chars]));
         }
-        texts.AddRange(["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx xxxxx", new string(' ', 40) + "a" + new string(' ', 17), "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "......................", "\u2581\u2581hi"]);
+        texts.AddRange(["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx xxxxx", new string(' ', 40) + "a" + new string(' ', 17), "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "......................", "\u2581\u2581hi",
+            // Real abstracts where Microsoft.ML.Tokenizers 2.0.1 differs: SentencePiece gives BB|B, the library B|BB.
+            "(ABBB) per", "(AAA) repair", "(SSS) and (PPD). FFFs"]);
         foreach (var text in texts)
             Assert.Equal(reference.Encode(text), tokenizer.Encode(text));
     }

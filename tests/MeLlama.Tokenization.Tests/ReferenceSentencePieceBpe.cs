@@ -37,10 +37,12 @@ internal sealed class ReferenceSentencePieceBpe(SentencePieceModelFile model)
             symbols[best] += symbols[best + 1];
             symbols.RemoveAt(best + 1);
         }
+        bool previousUnknown = false;
         foreach (var s in symbols)
         {
-            if (_all.TryGetValue(s, out int id) && id != model.UnkId) ids.Add(id);
-            else foreach (byte b in Encoding.UTF8.GetBytes(s)) ids.Add(_all[$"<0x{b:X2}>"]);
+            if (_all.TryGetValue(s, out int id) && id != model.UnkId) { ids.Add(id); previousUnknown = false; }
+            else if (model.ByteFallback) foreach (byte b in Encoding.UTF8.GetBytes(s)) ids.Add(_all[$"<0x{b:X2}>"]);
+            else { if (!previousUnknown) ids.Add(model.UnkId); previousUnknown = true; }
         }
         return ids;
     }

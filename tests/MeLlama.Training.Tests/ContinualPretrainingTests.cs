@@ -98,7 +98,7 @@ public sealed class ContinualPretrainingTests
         // 3. A bf16 export loads and agrees to bf16 precision.
         string bf16 = HfExporter.Export(config.RunDir, tmp["hf-bf16"], ScalarType.BFloat16);
         Assert.Contains("bfloat16", File.ReadAllText(Path.Combine(bf16, "config.json")));
-        using (var weights = Model.SafeTensors.SafeTensorsReader.Open(Path.Combine(bf16, "model.safetensors")))
+        using (var weights = Model.SafeTensorsReader.Open(Path.Combine(bf16, "model.safetensors")))
             Assert.All(weights.Entries.Values, e => Assert.Equal(ScalarType.BFloat16, e.Dtype));
         using var bfModel = HfCheckpoint.LoadModel(bf16);
         int[] probe = [1, 450, 22539, 310, 278, 3677];

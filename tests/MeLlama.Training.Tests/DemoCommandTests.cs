@@ -12,8 +12,8 @@ public sealed class DemoCommandTests
     {
         using var tmp = new TempDir();
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = tmp.Path };
-        foreach (var a in new[] { PreemptionTests.MellamaDll(), "demo", "--out", tmp["demo"], "--set", "max_steps=20", "--set", "eval.batches=1",
-                     "--set", "checkpoint.interval=10" })
+        foreach (var a in new[] { PreemptionTests.MellamaDll(), "demo", "--out", tmp["demo"], "--set", "max_steps=8", "--set", "eval.batches=1",
+                     "--set", "checkpoint.interval=4" })
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var stderrTask = p.StandardError.ReadToEndAsync();
@@ -28,6 +28,6 @@ public sealed class DemoCommandTests
         Assert.NotNull(Tokenization.TokenizerLoader.TryLoadFromModelFolder(hf));
         Assert.True(File.Exists(tmp["demo/run/plots/loss.png"]));
         var records = MetricsLog.Read(tmp["demo/run/metrics.jsonl"]).ToList();
-        Assert.Equal(20, records.Count(r => r.Kind == "train"));
+        Assert.Equal(8, records.Count(r => r.Kind == "train"));
     }
 }

@@ -26,7 +26,7 @@ public static class DemoCommand
 {
     public static Command Create()
     {
-        var output = new Option<string>("--out", "-o") { Description = "Folder for everything the demo writes", DefaultValueFactory = _ => "demo-run" };
+        var output = new Option<string>("--out", "-o") { Description = "Folder for everything the demo writes", DefaultValueFactory = _ => Path.Combine("out", "demo") };
         var set = new Option<string[]>("--set") { Description = "Override a key of the demo recipe (e.g. --set max_steps=100)" };
         var threads = new Option<int>("--threads") { Description = "CPU threads for preparing and training (0 = the recipe's)", DefaultValueFactory = _ => 0 };
         var command = new Command("demo", "Prepare the built-in corpus, pretrain the demo model, export it to an HF folder, score held-out loss and plot (a few minutes on 2 CPU cores)")

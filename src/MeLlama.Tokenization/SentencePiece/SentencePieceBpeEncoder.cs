@@ -45,15 +45,26 @@ public sealed class SentencePieceBpeEncoder
     readonly bool _removeExtraWhitespaces;
     readonly bool _escapeWhitespaces;
     readonly bool _segmentAtSpaceSymbols;
-    readonly ThreadLocal<Workspace> _workspace = new(() => new Workspace());
+    readonly int _cacheCapacity;
+    readonly ThreadLocal<Workspace> _workspace;
+
+    /// <summary>Segments longer than this are never cached (rare, and they would bloat the cache).</summary>
+    public const int MaxCachedSegmentLength = 48;
+    public const int DefaultCacheCapacity = 1 << 16;
 
     public int VocabSize { get; }
     public int UnkId => _unkId;
     public bool SegmentsIndependently => _segmentAtSpaceSymbols;
     public int PairCount => _pairs.Count;
 
-    public SentencePieceBpeEncoder(SentencePieceModelFile model)
+    /// <param name="model">The parsed tokenizer.model.</param>
+    /// <param name="segmentCacheCapacity">
+    /// Per-thread cache of segment → ids (words recur: in PubMed abstracts most segments are cache hits),
+    /// cleared when it reaches this many entries; 0 disables it. Only used when segments are independent.
+    /// </param>
+    public SentencePieceBpeEncoder(SentencePieceModelFile model, int segmentCacheCapacity = DefaultCacheCapacity)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(segmentCacheCapacity);
         if (model.ModelType != 2)
             throw new NotSupportedException($"SentencePiece model type {model.ModelType} is not BPE (2); only BPE models (LLaMA's) are supported");
         if (model.PrecompiledCharsMapLength > 0)
@@ -120,6 +131,8 @@ public sealed class SentencePieceBpeEncoder
         }
         _pairs = new PairMergeTable(entries);
         _segmentAtSpaceSymbols = !crossesBoundary;
+        _cacheCapacity = _segmentAtSpaceSymbols ? segmentCacheCapacity : 0;
+        _workspace = new ThreadLocal<Workspace>(() => new Workspace(_cacheCapacity));
     }
 
     static bool TryParseBytePiece(string text, out byte value)
@@ -137,7 +150,9 @@ public sealed class SentencePieceBpeEncoder
         if (prefix >= 0) ws.Emit(prefix);
         EncodeInto(text, ws);
         if (suffix >= 0) ws.Emit(suffix);
-        return ws.Output.AsSpan(0, ws.OutputCount).ToArray();
+        var result = ws.Output.AsSpan(0, ws.OutputCount).ToArray();
+        ws.ShrinkIfHuge();
+        return result;
     }
 
     void EncodeInto(ReadOnlySpan<char> text, Workspace ws)
@@ -155,11 +170,29 @@ public sealed class SentencePieceBpeEncoder
         {
             if (normalized[i] == SpaceSymbol && normalized[i - 1] != SpaceSymbol)
             {
-                EncodeSegment(normalized[start..i], ws);
+                EncodeSegmentCached(normalized[start..i], ws);
                 start = i;
             }
         }
-        EncodeSegment(normalized[start..], ws);
+        EncodeSegmentCached(normalized[start..], ws);
+    }
+
+    void EncodeSegmentCached(ReadOnlySpan<char> segment, Workspace ws)
+    {
+        if (ws.Cache is not { } cache || segment.Length > MaxCachedSegmentLength)
+        {
+            EncodeSegment(segment, ws);
+            return;
+        }
+        if (ws.CacheLookup.TryGetValue(segment, out int[]? cached))
+        {
+            ws.Emit(cached);
+            return;
+        }
+        int before = ws.OutputCount;
+        EncodeSegment(segment, ws);
+        if (cache.Count >= _cacheCapacity) cache.Clear();
+        ws.CacheLookup[segment] = ws.Output.AsSpan(before, ws.OutputCount - before).ToArray();
     }
 
     /// <summary>SentencePiece's identity normaliser: writes the normalised text into the workspace; returns its length.</summary>
@@ -305,6 +338,17 @@ public sealed class SentencePieceBpeEncoder
     /// <summary>Per-thread working memory, grown on demand and reused across calls.</summary>
     sealed class Workspace
     {
+        public Workspace(int cacheCapacity)
+        {
+            if (cacheCapacity > 0)
+            {
+                Cache = new Dictionary<string, int[]>(StringComparer.Ordinal);
+                CacheLookup = Cache.GetAlternateLookup<ReadOnlySpan<char>>();
+            }
+        }
+
+        public readonly Dictionary<string, int[]>? Cache;
+        public readonly Dictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> CacheLookup;
         public char[] Normalized = new char[256];
         public Symbol[] Symbols = new Symbol[64];
         public PairCandidate[] Heap = new PairCandidate[192];
@@ -315,10 +359,27 @@ public sealed class SentencePieceBpeEncoder
         public Symbol[] EnsureSymbols(int n) => Symbols.Length >= n ? Symbols : Symbols = new Symbol[Math.Max(n, 2 * Symbols.Length)];
         public PairCandidate[] EnsureHeap(int n) => Heap.Length >= n ? Heap : Heap = new PairCandidate[Math.Max(n, 2 * Heap.Length)];
 
+        /// <summary>One huge document must not pin megabytes per thread for the life of the tokenizer.</summary>
+        public void ShrinkIfHuge()
+        {
+            const int Limit = 1 << 20;
+            if (Normalized.Length > Limit) Normalized = new char[256];
+            if (Symbols.Length > Limit) Symbols = new Symbol[64];
+            if (Heap.Length > Limit) Heap = new PairCandidate[192];
+            if (Output.Length > Limit) Output = new int[256];
+        }
+
         public void Emit(int id)
         {
             if (OutputCount == Output.Length) Array.Resize(ref Output, 2 * Output.Length);
             Output[OutputCount++] = id;
+        }
+
+        public void Emit(int[] ids)
+        {
+            if (OutputCount + ids.Length > Output.Length) Array.Resize(ref Output, Math.Max(2 * Output.Length, OutputCount + ids.Length));
+            ids.CopyTo(Output, OutputCount);
+            OutputCount += ids.Length;
         }
     }
 }

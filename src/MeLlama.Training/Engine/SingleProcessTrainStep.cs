@@ -1,5 +1,5 @@
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
+
 using MeLlama.Training.Optim;
 using TorchSharp;
 using TorchSharp.Modules;

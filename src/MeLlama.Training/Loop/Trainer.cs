@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using MeLlama.Core.IO;
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
+
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Config;
 using MeLlama.Training.Engine;
