@@ -1,4 +1,4 @@
-using MeLlama.Model.SafeTensors;
+using MeLlama.Model;
 using MeLlama.TestSupport;
 using MeLlama.Training.Engine;
 using MeLlama.Training.Finetune.Config;

@@ -1,6 +1,5 @@
 using System.Text.Json.Nodes;
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
 using MeLlama.TestSupport;
 using MeLlama.Training.Engine;
 using MeLlama.Training.Finetune.Data;

@@ -1,5 +1,4 @@
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
 using MeLlama.Training.Engine;
 using MeLlama.Training.Finetune.Data;
 using MeLlama.Training.Optim;

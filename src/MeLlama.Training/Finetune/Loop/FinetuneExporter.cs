@@ -1,6 +1,6 @@
 using System.Text.Json;
+using MeLlama.Model;
 using MeLlama.Core.IO;
-using MeLlama.Model.SafeTensors;
 using MeLlama.Tokenization;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Engine;

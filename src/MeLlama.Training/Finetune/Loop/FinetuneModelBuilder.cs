@@ -1,6 +1,5 @@
 using MeLlama.Inference.ChatTemplates;
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
 using MeLlama.Tokenization;
 using MeLlama.Training.Config;
 using MeLlama.Training.Finetune.Config;

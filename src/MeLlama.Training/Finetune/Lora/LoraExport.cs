@@ -2,7 +2,6 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using MeLlama.Core.IO;
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
 using MeLlama.Inference.ChatTemplates;
 using MeLlama.Tokenization;
 using static TorchSharp.torch;
