@@ -167,7 +167,7 @@ sealed class GenerationCliOptions
     public readonly Option<string> Model = new("--model", "-m") { Description = "HF model folder (e.g. written by `mellama export`)", Required = true };
     public readonly Option<string> Template = new("--template", "-t")
     {
-        Description = $"Chat template: auto (the one recorded in the model folder, else none), {string.Join(", ", ChatTemplateRegistry.BuiltInNames)}",
+        Description = $"Chat template: auto (the one recorded in the model folder, else none), {string.Join(", ", ChatTemplateRegistry.BuiltInNames)}, or a JSON file with a custom template",
         DefaultValueFactory = _ => "auto",
     };
     public readonly Option<string?> System = new("--system") { Description = "System message (placed as the template places it)" };

@@ -39,12 +39,23 @@ public sealed class ModelFolder : IDisposable
 
     /// <summary>
     /// The template to use: "auto" (or null) = the folder's own, else <see cref="ChatTemplateRegistry.NoneTemplate"/>;
-    /// otherwise a built-in name.
+    /// a built-in name; or a JSON file holding a custom template object (or a model folder's template file).
     /// </summary>
-    public IChatTemplate ResolveTemplate(string? requested) =>
-        requested is null || requested.Equals("auto", StringComparison.OrdinalIgnoreCase)
-            ? StoredTemplate ?? ChatTemplateRegistry.NoneTemplate
-            : ChatTemplateRegistry.Get(requested);
+    public IChatTemplate ResolveTemplate(string? requested)
+    {
+        if (requested is null || requested.Equals("auto", StringComparison.OrdinalIgnoreCase))
+            return StoredTemplate ?? ChatTemplateRegistry.NoneTemplate;
+        if (ChatTemplateRegistry.TryGet(requested, out var builtIn)) return builtIn;
+        if (File.Exists(requested))
+        {
+            System.Text.Json.Nodes.JsonNode? node;
+            try { node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(requested)); }
+            catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{requested}: not valid JSON (line {e.LineNumber + 1})", e); }
+            // Either a template object, or our model-folder file {"template": {...}, "jinja": ...}.
+            return ChatTemplateRegistry.FromJson(node is System.Text.Json.Nodes.JsonObject o && o["template"] is { } inner ? inner : node, requested);
+        }
+        return ChatTemplateRegistry.Get(requested);
+    }
 
     public void Dispose() => Model.Dispose();
 }
