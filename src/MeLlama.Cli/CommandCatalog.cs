@@ -11,7 +11,12 @@ public static class CommandCatalog
         yield return DemoCommand.Create();
         yield return PrepareCommand.Create();
         yield return PretrainCommand.Create();
+        yield return FinetuneCommand.Create();
         yield return ExportCommand.Create();
+        yield return GenerateCommand.Create();
+        yield return ChatCommand.Create();
+        yield return PlotCommand.Create();
+        yield return DemoCommand.Create();
         yield return ScoreCommand.Create();
         yield return EvalCommand.Create();
         yield return TokenizeCommand.Create();

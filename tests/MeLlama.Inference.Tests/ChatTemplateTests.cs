@@ -159,4 +159,25 @@ public class ChatTemplateTests
         Assert.NotNull(Conversation.Problem([ChatMessage.User("a"), ChatMessage.System("b"), ChatMessage.User("c")], forGeneration: true));
         Assert.Null(Conversation.Problem([ChatMessage.System("s"), ChatMessage.User("a")], forGeneration: true));
     }
+
+    [SkippableFact]
+    public void GenerationPicksTheFolderTemplateByDefaultAndAcceptsNamesAndFiles()
+    {
+        using var dir = new TempDir();
+        // A model folder = the tiny fixture's files + a recorded template.
+        string fixture = SharedData.Require(SharedData.TinyLlama);
+        Directory.CreateDirectory(dir["model"]);
+        foreach (var f in Directory.GetFiles(fixture)) File.Copy(f, Path.Combine(dir["model"], Path.GetFileName(f)));
+        File.Copy(SharedData.Require(SharedData.LlamaTokenizer), dir["model/tokenizer.model"]);
+        using (var bare = Generation.ModelFolder.Load(dir["model"]))
+            Assert.Equal(ChatTemplateRegistry.None, bare.ResolveTemplate("auto").Id);
+        ChatTemplateStore.Write(dir["model"], ChatTemplateRegistry.Llama2Chat);
+        using var folder = Generation.ModelFolder.Load(dir["model"]);
+        Assert.Equal(Llama2ChatTemplate.Name, folder.ResolveTemplate("auto").Id);
+        Assert.Equal(ChatTemplateRegistry.MeLlama, folder.ResolveTemplate("melllama").Id);
+        File.WriteAllText(dir["t.json"], """{"name": "qa", "user_format": "Q: {content}\nA:"}""");
+        Assert.Equal("qa", folder.ResolveTemplate(dir["t.json"]).Id);
+        Assert.Equal(Llama2ChatTemplate.Name, folder.ResolveTemplate(Path.Combine(dir["model"], ChatTemplateStore.FileName)).Id);
+        Assert.Throws<ArgumentException>(() => folder.ResolveTemplate("vicuna"));
+    }
 }

@@ -14,9 +14,10 @@ public static class ExportCommand
         var output = new Option<string>("--out", "-o") { Description = "HF model folder to write (replaced atomically)", Required = true };
         var dtype = new Option<string>("--dtype") { Description = "bf16 (default, as LLaMA-2 ships) or fp32", DefaultValueFactory = _ => "bf16" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer to ship (gpt2, a tokenizer.model, an HF folder); default: the run's" };
+        var adapterMode = new Option<string>("--adapter-mode") { Description = "Fine-tuning (LoRA) checkpoints: merge (adapters folded into the weights, default) or peft (adapter_config.json + adapter_model.safetensors)", DefaultValueFactory = _ => "merge" };
         var command = new Command("export", "Write a complete Hugging Face model folder (config, safetensors, index, tokenizer) from a training checkpoint")
         {
-            checkpoint, output, dtype, tokenizer,
+            checkpoint, output, dtype, tokenizer, adapterMode,
         };
         command.SetAction(parse =>
         {
@@ -32,7 +33,11 @@ public static class ExportCommand
             }
             try
             {
-                string dir = HfExporter.Export(parse.GetValue(checkpoint)!, parse.GetValue(output)!, type, parse.GetValue(tokenizer), log);
+                // Fine-tuning runs (finetune_config.json) are rebuilt from their base model + trained weights.
+                string dir = Training.Finetune.Loop.FinetuneExporter.IsFinetune(parse.GetValue(checkpoint)!)
+                    ? Training.Finetune.Loop.FinetuneExporter.Export(parse.GetValue(checkpoint)!, parse.GetValue(output)!, type,
+                        Training.Finetune.Loop.FinetuneExporter.ParseMode(parse.GetValue(adapterMode)!), parse.GetValue(tokenizer), log)
+                    : HfExporter.Export(parse.GetValue(checkpoint)!, parse.GetValue(output)!, type, parse.GetValue(tokenizer), log);
                 Console.WriteLine(dir);
                 return 0;
             }

@@ -76,7 +76,7 @@ public static class InstructionDataReader
             catch (JsonException e)
             {
                 string problem = "not valid JSON";
-                if (policy == MalformedRecordPolicy.Error) throw new InvalidDataException($"{path}:{line}: {problem} ({e.Message})");
+                if (policy == MalformedRecordPolicy.Error) throw new InvalidDataException($"{path}:{line}: {problem} (at byte {e.BytePositionInLine})");
                 rep.Skipped++;
                 rep.SkippedBy[problem] = rep.SkippedBy.GetValueOrDefault(problem) + 1;
                 if (rep.Examples.Count < MaxExamples) rep.Examples.Add($"{path}:{line}: {problem}");
@@ -115,8 +115,9 @@ public static class InstructionDataReader
         }
         catch (JsonException e)
         {
+            // The parser's own message may quote record text; report the position only.
             int line = e.LineNumber is { } l ? (int)l + 1 : LineOf(reader.TokenStartIndex);
-            throw new InvalidDataException($"{path}:{line}: not valid JSON ({e.Message})");
+            throw new InvalidDataException($"{path}:{line}: not valid JSON (at byte {e.BytePositionInLine} of the line)");
         }
     }
 
@@ -139,8 +140,9 @@ public static class InstructionDataReader
         }
         catch (JsonException e)
         {
+            // The parser's own message may quote record text; report the position only.
             int line = e.LineNumber is { } l ? (int)l + 1 : LineOf(reader.TokenStartIndex);
-            throw new InvalidDataException($"{path}:{line}: not valid JSON ({e.Message})");
+            throw new InvalidDataException($"{path}:{line}: not valid JSON (at byte {e.BytePositionInLine} of the line)");
         }
     }
 
