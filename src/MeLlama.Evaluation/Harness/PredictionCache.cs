@@ -14,7 +14,7 @@ namespace MeLlama.Evaluation.Harness;
 /// </summary>
 public sealed class PredictionCache : IDisposable
 {
-    static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, WriteIndented = false };
+    static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
     readonly Dictionary<string, PredictionRecord> _records = new(StringComparer.Ordinal);
     readonly FileStream _stream;
 
