@@ -12,6 +12,8 @@ public static class CommandCatalog
         yield return PretrainCommand.Create();
         yield return ExportCommand.Create();
         yield return PlotCommand.Create();
+        yield return DemoCommand.Create();
         yield return ScoreCommand.Create();
+        yield return PrepareCommand.Create();
     }
 }

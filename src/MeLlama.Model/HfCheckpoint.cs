@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using MeLlama.Core.IO;
-using MeLlama.Model.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -85,7 +84,8 @@ public static class HfCheckpoint
     {
         if (maxShardBytes <= 0) throw new ArgumentOutOfRangeException(nameof(maxShardBytes));
         string torchDtype = SafeTensorsDtype.TorchDtypeName(dtype);
-        string target = Path.GetFullPath(hfDir);
+        // "out/" and "out" are the same folder; without trimming, the temporary would land inside it.
+        string target = Path.TrimEndingDirectorySeparator(Path.GetFullPath(hfDir));
         Directory.CreateDirectory(Path.GetDirectoryName(target)!);
         string temp = AtomicFile.TempName(target);
         Directory.CreateDirectory(temp);

@@ -100,7 +100,7 @@ public sealed record LlamaConfig
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(pathToConfigJson)) as JsonObject
+            root = JsonNode.Parse(File.ReadAllText(pathToConfigJson), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
                    ?? throw new InvalidDataException($"{pathToConfigJson}: expected a JSON object");
         }
         catch (JsonException e)

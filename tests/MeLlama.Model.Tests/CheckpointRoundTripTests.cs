@@ -68,7 +68,7 @@ public class CheckpointRoundTripTests
         using var model = new LlamaForCausalLM(Fixtures.TinyConfig(), seed: 45);
         Directory.CreateDirectory(dir["hf"]);
         File.WriteAllText(dir["hf/stale.txt"], "from an older export");
-        HfCheckpoint.Save(model, dir["hf"], ScalarType.Float32, writeExtraFiles: folder => File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), "{}"));
+        HfCheckpoint.Save(model, dir["hf"] + Path.DirectorySeparatorChar, ScalarType.Float32, writeExtraFiles: folder => File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), "{}"));
 
         Assert.Equal(
             new[] { "config.json", "generation_config.json", "model.safetensors", "tokenizer_config.json" },
@@ -93,6 +93,22 @@ public class CheckpointRoundTripTests
         var sequence = Fixtures.ReadReference(fixture)[1];
         var logProbs = Scoring.NextTokenLogProbs(reloaded, sequence.Tokens);
         for (int i = 0; i < logProbs.Length; i++) Assert.True(Math.Abs(logProbs[i] - sequence.LogProbs[i]) < 1e-3);
+    }
+
+    [SkippableFact]
+    public void Slices_of_a_stored_tensor_equal_the_same_elements_of_the_whole_one()
+    {
+        string fixture = SharedData.Require(SharedData.TinyLlamaBf16Sharded);
+        using var checkpoint = SafeTensorsCheckpoint.Open(fixture);
+        const string name = "model.layers.0.mlp.gate_proj.weight";   // [176, 64] BF16
+        using var whole = checkpoint.ReadTensor(name, ScalarType.Float32).view(-1);
+        using var slice = empty(1000, ScalarType.Float32);          // converted while reading
+        checkpoint.ReadSlice(name, 777, slice);
+        Assert.True(slice.equal(whole.narrow(0, 777, 1000)).all().item<bool>());
+        using var raw = empty([10, 10], ScalarType.BFloat16);       // same dtype: read in place
+        checkpoint.ReadSlice(name, whole.numel() - 100, raw);
+        Assert.True(raw.view(-1).to(ScalarType.Float32).equal(whole.narrow(0, whole.numel() - 100, 100)).all().item<bool>());
+        Assert.Throws<ArgumentOutOfRangeException>(() => checkpoint.ReadSlice(name, whole.numel() - 99, raw));
     }
 
     static void AssertBitIdentical(LlamaForCausalLM expected, LlamaForCausalLM actual)

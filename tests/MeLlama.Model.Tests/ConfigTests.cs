@@ -55,6 +55,8 @@ public class ConfigTests
     [InlineData("""{"model_type": "mistral", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 100}""", "model_type")]
     [InlineData("""{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 100, "rope_scaling": {"type": "linear", "factor": 2.0}}""", "rope_scaling")]
     [InlineData("""not json""", "JSON")]
+    [InlineData("""{"hidden_size": 32, "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 100}""", "JSON")]
+    [InlineData("""{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 100, "attention_bias": "no"}""", "attention_bias")]
     public void Bad_configs_are_refused_naming_the_file_and_field(string json, string expectedInMessage)
     {
         using var dir = new TempDir();

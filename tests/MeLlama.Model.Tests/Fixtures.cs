@@ -1,5 +1,4 @@
 using System.Text.Json;
-using MeLlama.Model.SafeTensors;
 using static TorchSharp.torch;
 
 namespace MeLlama.Model.Tests;

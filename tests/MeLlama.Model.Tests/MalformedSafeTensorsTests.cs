@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Text;
-using MeLlama.Model.SafeTensors;
 using MeLlama.TestSupport;
 using static TorchSharp.torch;
 
@@ -87,6 +86,11 @@ public class MalformedSafeTensorsTests
     [InlineData("""{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""", 16, "trailing bytes")]
     [InlineData("""{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}""", 16, "gap")]
     [InlineData("""{"w":{"dtype":"F32","shape":[2]}}""", 8, "data_offsets")]
+    [InlineData("""{"w":{"dtype":"F32","shape":[2],"data_offsets":["0",8]}}""", 8, "data_offsets")]
+    [InlineData("""{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8,16]}}""", 8, "data_offsets")]
+    [InlineData("""{"w":{"dtype":"F32","shape":"2","data_offsets":[0,8]}}""", 8, "shape")]
+    [InlineData("""{"w":{"dtype":5,"shape":[2],"data_offsets":[0,8]}}""", 8, "dtype")]
+    [InlineData("""{"__metadata__":{"format":1},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""", 8, "__metadata__")]
     [InlineData("""{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}""", 16, "twice")]
     [InlineData("""{"w":{"dtype":"F32",""", 8, "not valid JSON")]
     [InlineData("""[1,2,3]""", 8, "JSON object")]
@@ -117,6 +121,21 @@ public class MalformedSafeTensorsTests
         Assert.Contains("missing", missing.Message);
     }
 
+    [Theory]
+    [InlineData("[1, 2]", "weight_map")]
+    [InlineData("{\"weight_map\": {\"a\": \"x.safetensors\", \"a\": \"y.safetensors\"}}", "not valid JSON")]
+    [InlineData("{\"weight_map\": {\"a\": 3}}", "must be a file name")]
+    [InlineData("{\"weight_map\": {\"a\": \"absent.safetensors\"}}", "absent.safetensors")]
+    public void Bad_index_files_are_refused(string index, string expected)
+    {
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir["hf"]);
+        File.WriteAllText(dir["hf/model.safetensors.index.json"], index);
+        var error = Assert.ThrowsAny<Exception>(() => SafeTensorsCheckpoint.Open(dir["hf"]));
+        Assert.True(error is InvalidDataException or FileNotFoundException, error.ToString());
+        Assert.Contains(expected, error.Message);
+    }
+
     [Fact]
     public void Index_pointing_outside_the_folder_is_refused()
     {
@@ -125,5 +144,41 @@ public class MalformedSafeTensorsTests
         File.WriteAllText(dir["hf/model.safetensors.index.json"], """{"weight_map": {"model.norm.weight": "../elsewhere.safetensors"}}""");
         var error = Assert.Throws<InvalidDataException>(() => SafeTensorsCheckpoint.Open(dir["hf"]));
         Assert.Contains("not a file name inside the folder", error.Message);
+    }
+
+    [Fact]
+    public void Random_corruption_of_header_or_length_gives_only_clean_errors()
+    {
+        using var dir = new TempDir();
+        string valid = dir["valid.safetensors"];
+        SafeTensorsWriter.Write(valid, [("a", ones(3, 4)), ("b", zeros(5, dtype: ScalarType.BFloat16)), ("c", arange(6, dtype: ScalarType.Int64))],
+            new Dictionary<string, string> { ["format"] = "pt" });
+        byte[] original = File.ReadAllBytes(valid);
+        int headerEnd = 8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(original);
+        var random = new Random(1234);
+        int refused = 0;
+        for (int trial = 0; trial < 400; trial++)
+        {
+            byte[] bytes = trial % 4 == 0
+                ? original[..random.Next(original.Length)]                       // truncated anywhere
+                : (byte[])original.Clone();
+            if (trial % 4 != 0)
+                for (int flips = 1 + random.Next(3); flips > 0; flips--)
+                    bytes[random.Next(headerEnd)] = (byte)random.Next(256);     // length prefix or JSON damaged
+            string path = dir[$"c{trial}.safetensors"];
+            File.WriteAllBytes(path, bytes);
+            try
+            {
+                using var reader = SafeTensorsReader.Open(path);
+                foreach (var name in reader.Entries.Keys) reader.ReadTensor(name).Dispose();
+            }
+            catch (InvalidDataException e)
+            {
+                Assert.Contains(Path.GetFileName(path), e.Message);
+                refused++;
+            }
+            File.Delete(path);
+        }
+        Assert.True(refused > 300, $"only {refused} of 400 corruptions were detected");
     }
 }

@@ -1,4 +1,3 @@
-using MeLlama.Model.SafeTensors;
 using MeLlama.TestSupport;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -164,5 +163,22 @@ public class ModelStructureTests
         var together = model.forward(batch);
         for (int i = 0; i < rows.Length; i++)
             Assert.True(together[i].allclose(model.forward(Fixtures.Ids(rows[i]))[0], rtol: 0, atol: 1e-5));
+    }
+
+    [Fact]
+    public void Module_to_converts_every_parameter_and_keeps_the_accessors_in_sync()
+    {
+        using var model = new LlamaForCausalLM(Fixtures.TinyConfig(), seed: 9);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var ids = Fixtures.Ids(Fixtures.RandomTokens(8, 300, 6));
+        var before = model.forward(ids);
+        model.to(ScalarType.BFloat16);
+        Assert.All(model.parameters(), p => Assert.Equal(ScalarType.BFloat16, p.dtype));
+        Assert.Equal(ScalarType.BFloat16, model.Embedding.Weight.dtype);
+        Assert.Equal(ScalarType.BFloat16, model.Dtype);
+        var after = model.forward(ids);
+        Assert.Equal(ScalarType.BFloat16, after.dtype);
+        Assert.True((after.to(ScalarType.Float32) - before).abs().max().item<float>() < 0.1);
     }
 }

@@ -12,12 +12,12 @@ namespace MeLlama.Training.Tests;
 /// <summary>The real `mellama pretrain` process under SIGUSR1/SIGTERM and kill -9.</summary>
 public sealed partial class PreemptionTests
 {
-    const int Steps = 300;
+    const int Steps = 60;
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int kill(int pid, int sig);
 
-    static string MellamaDll()
+    internal static string MellamaDll()
     {
         // tests/MeLlama.Training.Tests/bin/<Configuration>/net10.0/ → src/MeLlama.Cli/bin/<Configuration>/net10.0/mellama.dll
         string configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
@@ -60,7 +60,7 @@ public sealed partial class PreemptionTests
 
     static (TrainConfig Config, string Path) WriteRecipe(TempDir tmp, string name, List<DomainSource> domains, int checkpointInterval)
     {
-        var config = TrainTestData.TinyRecipe(tmp[name], domains, Steps) with { Checkpoint = new() { Interval = checkpointInterval, KeepLast = 3 }, Eval = new() { Interval = 100, Batches = 1 } };
+        var config = TrainTestData.TinyRecipe(tmp[name], domains, Steps) with { Checkpoint = new() { Interval = checkpointInterval, KeepLast = 3 }, Eval = new() { Interval = 25, Batches = 1 } };
         string path = tmp[name + ".json"];
         File.WriteAllText(path, ConfigLoader.ToJson(config));
         return (config, path);

@@ -45,8 +45,8 @@ public sealed class TrainerBehaviourTests
         var la = TrainerHarness.TrainLosses(plain.RunDir);
         var lb = TrainerHarness.TrainLosses(recompute.RunDir);
         foreach (var (step, loss) in la) Assert.Equal(loss, lb[step], 5);
-        using var wa = Model.SafeTensors.SafeTensorsReader.Open(Path.Combine(a.Checkpoint!, CheckpointFiles.Model));
-        using var wb = Model.SafeTensors.SafeTensorsReader.Open(Path.Combine(b.Checkpoint!, CheckpointFiles.Model));
+        using var wa = Model.SafeTensorsReader.Open(Path.Combine(a.Checkpoint!, CheckpointFiles.Model));
+        using var wb = Model.SafeTensorsReader.Open(Path.Combine(b.Checkpoint!, CheckpointFiles.Model));
         foreach (var name in wa.Entries.Keys)
         {
             using var ta = wa.ReadTensor(name);
@@ -64,7 +64,7 @@ public sealed class TrainerBehaviourTests
         var config = TrainTestData.TinyRecipe(tmp["bf16"], domains, 12) with { Precision = "bf16" };
         var outcome = TrainerHarness.Train(config);
         Assert.Equal(TrainEnd.Completed, outcome.End);
-        using var reader = Model.SafeTensors.SafeTensorsReader.Open(Path.Combine(outcome.Checkpoint!, CheckpointFiles.Model));
+        using var reader = Model.SafeTensorsReader.Open(Path.Combine(outcome.Checkpoint!, CheckpointFiles.Model));
         Assert.All(reader.Entries.Values, e => Assert.Equal(TorchSharp.torch.ScalarType.Float32, e.Dtype));
         // Updates smaller than bf16's resolution still accumulate in the fp32 master copy.
         using var w = reader.ReadTensor("model.layers.0.mlp.up_proj.weight");

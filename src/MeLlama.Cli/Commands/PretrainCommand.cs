@@ -23,12 +23,13 @@ public static class PretrainCommand
         var timeLimit = new Option<string?>("--time-limit") { Description = "Wall-clock budget (3600, 45m, 3h50m, 23:50:00): save and exit 75 before it runs out" };
         var noResume = new Option<bool>("--no-resume") { Description = "Do not continue from the run folder's checkpoints (refuses to start if there are some)" };
         var printConfig = new Option<bool>("--print-config") { Description = "Print the resolved config as JSON and exit" };
+        var synthetic = new Option<bool>("--synthetic-data") { Description = "Train on uniform random tokens instead of data.datasets (throughput benchmarks only)" };
         var command = new Command("pretrain",
             "Continual pretraining of a LLaMA model on prepared datasets. Resumes by itself from the run folder's newest good checkpoint.\n" +
             "Exit codes: 0 finished; 1 failure (incl. repeated non-finite steps, last good state saved); 2 bad config/input; " +
             "75 stopped by SIGTERM/SIGUSR1/SIGINT or --time-limit after saving a checkpoint: run the same command again (Slurm: requeue) to continue.")
         {
-            config, set, runDir, timeLimit, noResume, printConfig,
+            config, set, runDir, timeLimit, noResume, printConfig, synthetic,
         };
         command.SetAction(parse =>
         {
@@ -56,28 +57,30 @@ public static class PretrainCommand
             using var log = LogSetup.Create(logOptions);
             string spec = parse.GetValue(config)!;
             log.Information("Recipe: {Recipe}{Hint}; run folder {RunDir}", spec, ConfigLoader.BuiltInNames.Contains(spec) && !File.Exists(spec) ? " (built-in; --config FILE for your own)" : "", Path.GetFullPath(cfg.RunDir));
-            return Run(cfg, log, limit, resume: !parse.GetValue(noResume), progress: !parse.GetValue(GlobalOptions.Quiet));
+            return Run(cfg, log, limit, resume: !parse.GetValue(noResume), progress: !parse.GetValue(GlobalOptions.Quiet), parse.GetValue(synthetic));
         });
         return command;
     }
 
     /// <summary>Runs a resolved recipe (shared with `mellama demo`); returns the process exit code.</summary>
-    public static int Run(TrainConfig cfg, ILogger log, TimeSpan? limit, bool resume, bool progress)
+    public static int Run(TrainConfig cfg, ILogger log, TimeSpan? limit, bool resume, bool progress, bool syntheticData = false)
     {
         using var signals = new StopSignals();
         try
         {
-            var data = new PreparedDataProvider(cfg.Data);
-            var tokenizer = data.Tokenizer();
+            IDataProvider data = syntheticData
+                ? new SyntheticDataProvider(cfg.Model.Arch?.VocabSize ?? throw new ConfigError("--synthetic-data needs model.arch.vocab_size"))
+                : new PreparedDataProvider(cfg.Data);
             var trainer = new Trainer(cfg, new TrainerOptions
             {
                 Data = data, Log = log, Resume = resume, TimeLimit = limit, Signals = signals,
-                Progress = progress && !Console.IsErrorRedirected, TokenizerVocab = tokenizer.VocabSize,
+                Progress = progress && !Console.IsErrorRedirected,
             });
             var outcome = trainer.Run();
-            foreach (var (domain, first) in outcome.FirstEval)
-                if (outcome.LastEval.TryGetValue(domain, out var last))
-                    log.Information("Held-out {Domain}: loss {First:F4} → {Last:F4}", domain, first, last);
+            if (outcome.End == TrainEnd.Completed)
+                foreach (var (domain, first) in outcome.FirstEval)
+                    if (outcome.LastEval.TryGetValue(domain, out var last))
+                        log.Information("Held-out {Domain}: loss {First:F4} → {Last:F4}", domain, first, last);
             if (outcome.End == TrainEnd.Diverged) log.Error("{Message}", outcome.Message);
             else log.Information("{Message}; checkpoint {Checkpoint}; run folder {RunDir} (exit {Code})", outcome.Message, outcome.Checkpoint, Path.GetFullPath(cfg.RunDir), outcome.ExitCode);
             return outcome.ExitCode;

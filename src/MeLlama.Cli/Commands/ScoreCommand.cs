@@ -5,7 +5,6 @@ using System.Text.Json;
 using MeLlama.Core.IO;
 using MeLlama.Core.Logging;
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
 using MeLlama.Tokenization;
 using TorchSharp;
 using DeviceType = TorchSharp.DeviceType;

@@ -78,31 +78,41 @@ public sealed class CorpusScanner(DataConfig config, IReadOnlyList<IReadOnlyList
         catch (InputFileException e) { (problem, problemLine, detail) = (e.Problem, e.Line, e.Message); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { (problem, detail) = (Problems.UnreadableFile, $"cannot open ({e.GetType().Name})"); }
 
-        if (problem == null)
+        bool readToEnd = false;
+        try
         {
-            using var records = reader.Read(streams?.Content ?? parquetStream!, path).GetEnumerator();
-            long ordinal = 0;
-            while (true)
+            if (problem == null)
             {
-                SourceRecord record;
-                try
+                using var records = reader.Read(streams?.Content ?? parquetStream!, path).GetEnumerator();
+                long ordinal = 0;
+                while (true)
                 {
-                    if (!records.MoveNext()) break;
-                    record = records.Current;
+                    SourceRecord record;
+                    try
+                    {
+                        if (!records.MoveNext()) break;
+                        record = records.Current;
+                    }
+                    catch (InputFileException e) { (problem, problemLine, detail) = (e.Problem, e.Line, e.Message); break; }
+                    catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException or PrepareInputException))
+                    {
+                        (problem, detail) = (e is IOException or UnauthorizedAccessException ? Problems.UnreadableFile : "read_error", $"{e.GetType().Name} while reading");
+                        break;
+                    }
+                    long o = ordinal++;
+                    if (o < skip) continue;
+                    if (record.Problem != null && source.FailOnError)
+                        throw new PrepareInputException(source.Name, path, record.Line, record.Problem, null);
+                    yield return new CorpusItem { Source = s, File = f, Ordinal = o, Line = record.Line, Text = record.Text, Problem = record.Problem };
+                    if ((o & 1023) == 0) cancel.ThrowIfCancellationRequested();
                 }
-                catch (InputFileException e) { (problem, problemLine, detail) = (e.Problem, e.Line, e.Message); break; }
-                catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException or PrepareInputException))
-                {
-                    (problem, detail) = (e is IOException or UnauthorizedAccessException ? Problems.UnreadableFile : "read_error", $"{e.GetType().Name} while reading");
-                    break;
-                }
-                long o = ordinal++;
-                if (o < skip) continue;
-                if (record.Problem != null && source.FailOnError)
-                    throw new PrepareInputException(source.Name, path, record.Line, record.Problem, null);
-                yield return new CorpusItem { Source = s, File = f, Ordinal = o, Line = record.Line, Text = record.Text, Problem = record.Problem };
-                if ((o & 1023) == 0) cancel.ThrowIfCancellationRequested();
             }
+            readToEnd = true;
+        }
+        finally
+        {
+            // The consumer stopped early (an error downstream): leave no file handle open.
+            if (!readToEnd) { streams?.Dispose(); parquetStream?.Dispose(); _current = null; }
         }
 
         long bytes = 0;

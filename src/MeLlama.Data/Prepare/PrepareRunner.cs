@@ -2,7 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using System.Threading.Channels;
+using System.Collections.Concurrent;
 using MeLlama.Core.IO;
 using MeLlama.Data.Cleaning;
 using MeLlama.Data.Config;
@@ -122,9 +122,30 @@ public static class PrepareRunner
     static void RunPipeline(DataConfig config, ITextTokenizer tokenizer, TextCleaner cleaner, int threads, CorpusScanner scanner, ChunkWriter writer, CancellationToken cancel)
     {
         var processor = new DocumentProcessor(config, cleaner, tokenizer);
-        var scheduler = new ConcurrentExclusiveSchedulerPair(TaskScheduler.Default, threads).ConcurrentScheduler;
-        var inFlight = Channel.CreateBounded<Task<ProcessedRecord[]>>(new BoundedChannelOptions(threads * 2) { SingleReader = true, SingleWriter = true });
+        // Dedicated threads, not the thread pool: the writer and reader block, and pool starvation on a
+        // 2-core machine would otherwise leave the workers waiting for threads to be injected.
+        using var work = new BlockingCollection<(List<CorpusItem> Items, TaskCompletionSource<ProcessedRecord[]> Done)>(threads * 2);
+        using var inOrder = new BlockingCollection<Task<ProcessedRecord[]>>(threads * 2);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        Exception? readerError = null;
+
+        var workers = Enumerable.Range(0, threads).Select(i => new Thread(() =>
+        {
+            try
+            {
+                foreach (var (items, done) in work.GetConsumingEnumerable(stop.Token))
+                {
+                    try
+                    {
+                        var result = new ProcessedRecord[items.Count];
+                        for (int k = 0; k < items.Count; k++) result[k] = processor.Process(items[k]);
+                        done.SetResult(result);
+                    }
+                    catch (Exception e) { done.SetException(e); }
+                }
+            }
+            catch (OperationCanceledException) { }
+        }) { Name = $"prepare-worker-{i}", IsBackground = true }).ToList();
 
         var readerThread = new Thread(() =>
         {
@@ -144,36 +165,32 @@ public static class PrepareRunner
                     }
                 }
                 if (batch.Count > 0) Submit(batch);
-                inFlight.Writer.Complete();
             }
-            catch (Exception e) { inFlight.Writer.TryComplete(e); }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
+            catch (Exception e) { readerError = e; }
+            finally { inOrder.CompleteAdding(); }
         }) { Name = "prepare-reader", IsBackground = true };
 
         void Submit(List<CorpusItem> batch)
         {
-            var items = batch;
-            var task = Task.Factory.StartNew(() =>
-            {
-                var result = new ProcessedRecord[items.Count];
-                for (int i = 0; i < items.Count; i++) result[i] = processor.Process(items[i]);
-                return result;
-            }, stop.Token, TaskCreationOptions.DenyChildAttach, scheduler);
-            inFlight.Writer.WriteAsync(task, stop.Token).AsTask().GetAwaiter().GetResult();
+            var done = new TaskCompletionSource<ProcessedRecord[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+            inOrder.Add(done.Task, stop.Token); // bounded: the reader waits while the writer is behind
+            work.Add((batch, done), stop.Token);
         }
 
+        foreach (var t in workers) t.Start();
         readerThread.Start();
         try
         {
-            var reader = inFlight.Reader;
-            while (reader.WaitToReadAsync(cancel).AsTask().GetAwaiter().GetResult())
-                while (reader.TryRead(out var task))
-                    foreach (var record in task.GetAwaiter().GetResult())
-                        writer.Write(record);
+            foreach (var task in inOrder.GetConsumingEnumerable(cancel))
+                foreach (var record in task.GetAwaiter().GetResult())
+                    writer.Write(record);
+            if (readerError != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(readerError).Throw();
+            cancel.ThrowIfCancellationRequested();
             writer.CloseChunk(final: true);
         }
         catch
         {
-            stop.Cancel();
             writer.Abandon();
             throw;
         }
@@ -181,6 +198,7 @@ public static class PrepareRunner
         {
             stop.Cancel();
             readerThread.Join();
+            foreach (var t in workers) t.Join();
         }
     }
 

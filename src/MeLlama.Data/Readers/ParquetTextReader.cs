@@ -25,40 +25,40 @@ sealed class ParquetTextReader(SourceConfig source) : IRecordReader
         }
         try
         {
-        var dataFields = reader.Schema.GetDataFields();
-        var fields = new DataField[source.TextFields.Count];
-        for (int i = 0; i < fields.Length; i++)
-        {
-            fields[i] = dataFields.FirstOrDefault(f => f.Name == source.TextFields[i] || f.Path.ToString() == source.TextFields[i])
-                ?? throw new InputFileException(Problems.MissingColumn, 0, $"column '{source.TextFields[i]}' is not in the Parquet schema ({dataFields.Length} columns)");
-            if (fields[i].ClrType != typeof(string) && fields[i].ClrType != typeof(byte[]) && fields[i].ClrType != typeof(ReadOnlyMemory<byte>) && fields[i].ClrType != typeof(ReadOnlyMemory<char>))
-                throw new InputFileException(Problems.MissingColumn, 0, $"column '{source.TextFields[i]}' is {fields[i].ClrType.Name}, not text");
-        }
-        long row = 0;
-        for (int g = 0; g < reader.RowGroupCount; g++)
-        {
-            var columns = ReadRowGroup(reader, g, fields, row);
-            int rows = columns[0].Length;
-            for (int r = 0; r < rows; r++)
+            var dataFields = reader.Schema.GetDataFields();
+            var fields = new DataField[source.TextFields.Count];
+            for (int i = 0; i < fields.Length; i++)
             {
-                row++;
-                string? problem = null;
-                var parts = new string[fields.Length];
-                for (int f = 0; f < fields.Length; f++)
-                {
-                    switch (columns[f][r])
-                    {
-                        case string text: parts[f] = text; break;
-                        case byte[] bytes when !Utf8.IsValid(bytes): problem = Problems.InvalidUtf8; break;
-                        case byte[] bytes: parts[f] = Encoding.UTF8.GetString(bytes); break;
-                        default: parts[f] = ""; break; // null
-                    }
-                    if (problem != null) break;
-                }
-                yield return problem != null ? SourceRecord.Bad(row, problem)
-                    : SourceRecord.Ok(row, parts.Length == 1 ? parts[0] : string.Join(source.Joiner, parts.Where(p => p.Length > 0)));
+                fields[i] = dataFields.FirstOrDefault(f => f.Name == source.TextFields[i] || f.Path.ToString() == source.TextFields[i])
+                    ?? throw new InputFileException(Problems.MissingColumn, 0, $"column '{source.TextFields[i]}' is not in the Parquet schema ({dataFields.Length} columns)");
+                if (fields[i].ClrType != typeof(string) && fields[i].ClrType != typeof(byte[]) && fields[i].ClrType != typeof(ReadOnlyMemory<byte>) && fields[i].ClrType != typeof(ReadOnlyMemory<char>))
+                    throw new InputFileException(Problems.MissingColumn, 0, $"column '{source.TextFields[i]}' is {fields[i].ClrType.Name}, not text");
             }
-        }
+            long row = 0;
+            for (int g = 0; g < reader.RowGroupCount; g++)
+            {
+                var columns = ReadRowGroup(reader, g, fields, row);
+                int rows = columns[0].Length;
+                for (int r = 0; r < rows; r++)
+                {
+                    row++;
+                    string? problem = null;
+                    var parts = new string[fields.Length];
+                    for (int f = 0; f < fields.Length; f++)
+                    {
+                        switch (columns[f][r])
+                        {
+                            case string text: parts[f] = text; break;
+                            case byte[] bytes when !Utf8.IsValid(bytes): problem = Problems.InvalidUtf8; break;
+                            case byte[] bytes: parts[f] = Encoding.UTF8.GetString(bytes); break;
+                            default: parts[f] = ""; break; // null
+                        }
+                        if (problem != null) break;
+                    }
+                    yield return problem != null ? SourceRecord.Bad(row, problem)
+                        : SourceRecord.Ok(row, parts.Length == 1 ? parts[0] : string.Join(source.Joiner, parts.Where(p => p.Length > 0)));
+                }
+            }
         }
         finally { reader.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
     }

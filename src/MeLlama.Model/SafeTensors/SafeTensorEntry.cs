@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace MeLlama.Model.SafeTensors;
+namespace MeLlama.Model;
 
 /// <summary>One tensor in a safetensors file: dtype, shape and byte range within the data section.</summary>
 public sealed record SafeTensorEntry(string Name, string DtypeName, ScalarType Dtype, long[] Shape, long Begin, long End)

@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using static TorchSharp.torch;
 
-namespace MeLlama.Model.SafeTensors;
+namespace MeLlama.Model;
 
 /// <summary>
 /// The weights of an HF model folder: either one <c>model.safetensors</c>, or several files listed by
@@ -76,10 +76,13 @@ public sealed class SafeTensorsCheckpoint : IDisposable
 
     static Dictionary<string, string> ReadWeightMap(string indexPath)
     {
+        if (new FileInfo(indexPath).Length > SafeTensorsHeader.MaxHeaderBytes)
+            throw new InvalidDataException($"{indexPath}: larger than {SafeTensorsHeader.MaxHeaderBytes} bytes; not an index");
         JsonNode? root;
-        try { root = JsonNode.Parse(File.ReadAllText(indexPath)); }
-        catch (JsonException e) { throw new InvalidDataException($"{indexPath}: not valid JSON ({e.Message})", e); }
-        if (root?["weight_map"] is not JsonObject map)
+        try { root = JsonNode.Parse(File.ReadAllText(indexPath), documentOptions: NoDuplicates); }
+        catch (JsonException e)
+        { throw new InvalidDataException($"{indexPath}: not valid JSON ({e.Message})", e); }
+        if (root is not JsonObject rootObject || rootObject["weight_map"] is not JsonObject map)
             throw new InvalidDataException($"{indexPath}: missing object \"weight_map\"");
         var result = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (tensor, node) in map)
@@ -95,11 +98,16 @@ public sealed class SafeTensorsCheckpoint : IDisposable
         return result;
     }
 
+    static readonly JsonDocumentOptions NoDuplicates = new() { AllowDuplicateProperties = false };
+
     public bool Contains(string name) => readerByTensor.ContainsKey(name);
 
     public SafeTensorEntry Entry(string name) => ReaderOf(name).Entry(name);
 
     public void ReadInto(string name, Tensor destination) => ReaderOf(name).ReadInto(name, destination);
+
+    /// <inheritdoc cref="SafeTensorsReader.ReadSlice"/>
+    public void ReadSlice(string name, long firstElement, Tensor destination) => ReaderOf(name).ReadSlice(name, firstElement, destination);
 
     public Tensor ReadTensor(string name, ScalarType? dtype = null, Device? device = null) => ReaderOf(name).ReadTensor(name, dtype, device);
 

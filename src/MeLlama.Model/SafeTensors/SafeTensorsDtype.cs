@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace MeLlama.Model.SafeTensors;
+namespace MeLlama.Model;
 
 /// <summary>The safetensors dtype names MeLlama reads and writes, and their torch types and sizes.</summary>
 public static class SafeTensorsDtype

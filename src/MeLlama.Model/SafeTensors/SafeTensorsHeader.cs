@@ -1,8 +1,9 @@
 using System.Buffers.Binary;
+using System.Text;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
 
-namespace MeLlama.Model.SafeTensors;
+namespace MeLlama.Model;
 
 /// <summary>
 /// The parsed and validated header of a safetensors file. Layout: 8-byte little-endian header length N,
@@ -44,6 +45,9 @@ public sealed class SafeTensorsHeader
 
     public static SafeTensorsHeader Parse(ReadOnlySpan<byte> json, long dataLength, long dataStart, string path)
     {
+        // JsonDocument accepts invalid UTF-8 inside strings and only fails later, when a name is read.
+        try { StrictUtf8.GetCharCount(json); }
+        catch (DecoderFallbackException) { throw Bad(path, "header is not valid UTF-8"); }
         JsonDocument document;
         try
         {
@@ -114,7 +118,8 @@ public sealed class SafeTensorsHeader
 
         if (!value.TryGetProperty("data_offsets", out var offsets) || offsets.ValueKind != JsonValueKind.Array || offsets.GetArrayLength() != 2)
             throw Bad(path, name, "data_offsets must be an array [begin, end]");
-        if (!offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+        if (offsets[0].ValueKind != JsonValueKind.Number || offsets[1].ValueKind != JsonValueKind.Number ||
+            !offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end) || begin < 0 || end < begin)
             throw Bad(path, name, $"data_offsets {offsets.GetRawText()} must be integers with 0 ≤ begin ≤ end");
         if (end > dataLength)
             throw Bad(path, name, $"data_offsets [{begin}, {end}] run past the data section ({dataLength} bytes; file truncated?)");
@@ -153,6 +158,8 @@ public sealed class SafeTensorsHeader
             done += n;
         }
     }
+
+    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     static InvalidDataException Bad(string path, string message, Exception? inner = null) =>
         new($"safetensors file {path}: {message}", inner);

@@ -2,7 +2,7 @@ using Microsoft.Win32.SafeHandles;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace MeLlama.Model.SafeTensors;
+namespace MeLlama.Model;
 
 /// <summary>
 /// Reads tensors from one safetensors file, one at a time, straight from disk into their destination:
@@ -76,32 +76,52 @@ public sealed class SafeTensorsReader : IDisposable
         var entry = Entry(name);
         if (!destination.shape.SequenceEqual(entry.Shape))
             throw new InvalidDataException($"safetensors file {Path}, tensor \"{name}\": stored shape {entry.ShapeText} but the destination is [{string.Join(", ", destination.shape)}]");
-        if (entry.ElementCount == 0) return;
-
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        long fileOffset = header.DataStart + entry.Begin;
-        bool direct = destination.device_type == DeviceType.CPU && destination.dtype == entry.Dtype && destination.is_contiguous();
-        if (direct)
+        if (destination.is_contiguous())
         {
-            ReadChunks(entry, destination.view(-1), fileOffset);
+            ReadElements(entry, 0, destination);
             return;
         }
-        if (!destination.is_contiguous())
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        destination.copy_(ReadTensor(name));
+    }
+
+    /// <summary>
+    /// Fills the contiguous <paramref name="destination"/> (any shape, dtype, device) with destination.numel()
+    /// elements of tensor <paramref name="name"/> taken in row-major order from element <paramref name="firstElement"/>:
+    /// what a sharded engine needs to load only its slice of a flattened parameter.
+    /// </summary>
+    public void ReadSlice(string name, long firstElement, Tensor destination)
+    {
+        var entry = Entry(name);
+        if (!destination.is_contiguous()) throw new ArgumentException("ReadSlice needs a contiguous destination", nameof(destination));
+        if (firstElement < 0 || firstElement + destination.numel() > entry.ElementCount)
+            throw new ArgumentOutOfRangeException(nameof(firstElement), $"elements [{firstElement}, {firstElement + destination.numel()}) are outside tensor \"{name}\" ({entry.ElementCount} elements)");
+        ReadElements(entry, firstElement, destination);
+    }
+
+    void ReadElements(SafeTensorEntry entry, long firstElement, Tensor destination)
+    {
+        long count = destination.numel();
+        if (count == 0) return;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        long fileOffset = header.DataStart + entry.Begin + firstElement * entry.ElementSize;
+        var flat = destination.view(-1);
+        if (destination.device_type == DeviceType.CPU && destination.dtype == entry.Dtype)
         {
-            destination.copy_(ReadTensor(name));
+            ReadChunks(entry, flat, fileOffset);
             return;
         }
         // Convert (e.g. BF16 file → fp32 model) and/or transfer (CPU → GPU) chunk by chunk.
         long chunkElements = Math.Max(1, StagingBytes / entry.ElementSize);
-        var staging = empty(Math.Min(chunkElements, entry.ElementCount), entry.Dtype, CPU);
-        var flat = destination.view(-1);
-        for (long start = 0; start < entry.ElementCount; start += chunkElements)
+        var staging = empty(Math.Min(chunkElements, count), entry.Dtype, CPU);
+        for (long start = 0; start < count; start += chunkElements)
         {
-            long count = Math.Min(chunkElements, entry.ElementCount - start);
-            var stage = staging.narrow(0, 0, count);
+            long n = Math.Min(chunkElements, count - start);
+            var stage = staging.narrow(0, 0, n);
             ReadChunks(entry, stage, fileOffset + start * entry.ElementSize);
-            flat.narrow(0, start, count).copy_(stage);
+            flat.narrow(0, start, n).copy_(stage);
         }
     }
 

@@ -3,7 +3,7 @@ using MeLlama.Core.IO;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace MeLlama.Model.SafeTensors;
+namespace MeLlama.Model;
 
 /// <summary>
 /// Writes safetensors files: 8-byte little-endian header length, JSON header padded with spaces to a

@@ -1,5 +1,5 @@
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
+
 using MeLlama.Training.Optim;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -110,6 +110,9 @@ public sealed class SingleProcessTrainStep : ITrainStep
         autograd.backward([embedded], [grad]);
         return loss.item<float>();
     }
+
+    /// <summary>Replaces the fp32 master weights with full-precision values (bf16 runs; see <see cref="MasterAdamW.LoadMasterWeights"/>).</summary>
+    public void LoadMasterWeights(Func<string, Tensor> readMaster) => _optimizer.LoadMasterWeights(readMaster);
 
     public EvalSums Evaluate(Tensor batch)
     {

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using MeLlama.Core.IO;
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
+
 using MeLlama.Tokenization;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Config;

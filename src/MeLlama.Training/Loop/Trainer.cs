@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using MeLlama.Core.IO;
 using MeLlama.Model;
-using MeLlama.Model.SafeTensors;
+
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Config;
 using MeLlama.Training.Engine;
@@ -118,6 +118,21 @@ public sealed class Trainer
         {
             engine.LoadState(resumeFrom.Dir, state.OptimizerSteps);
             RestoreRng(resumeFrom.Dir);
+        }
+        else if (dtype != ScalarType.Float32)
+        {
+            // Master weights from full precision, not from the bf16 compute copy.
+            if (c.Model.InitFrom is { } hfDir)
+            {
+                using var hfWeights = SafeTensorsCheckpoint.Open(hfDir);
+                engine.LoadMasterWeights(name => hfWeights.ReadTensor(name, ScalarType.Float32, device));
+            }
+            else
+            {
+                using var fp32 = ModelFactory.RandomInit(mc, device, ScalarType.Float32, c.Seed);
+                var reference = fp32.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+                engine.LoadMasterWeights(name => reference[name].alias());
+            }
         }
         long matmulParams = ModelFactory.MatmulParameters(mc);
         double flopsPerToken = Throughput.TrainFlopsPerToken(matmulParams, mc.NumLayers, mc.HiddenSize, c.SeqLen);

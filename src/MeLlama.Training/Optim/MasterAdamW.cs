@@ -140,6 +140,21 @@ public sealed class MasterAdamW : IDisposable
         }
     }
 
+    /// <summary>
+    /// Sets the fp32 master weights from full-precision sources (e.g. an fp16/fp32 HF checkpoint or the fp32 random
+    /// init), so a bf16 run does not start from bf16-rounded masters. The model's copies are refreshed from them.
+    /// </summary>
+    public void LoadMasterWeights(Func<string, Tensor> readMaster)
+    {
+        using var _ = no_grad();
+        foreach (var s in _slots)
+        {
+            using var scope = NewDisposeScope();
+            CopyChecked(s.Master, readMaster(s.Name), s.Name);
+            if (!ReferenceEquals(s.Master, s.Param)) s.Param.copy_(s.Master);
+        }
+    }
+
     /// <summary>Restores master weights (and the model's copies) and moments from checkpoint tensors.</summary>
     public void LoadState(Func<string, Tensor> readMaster, Func<string, Tensor> readState, long stepCount)
     {
