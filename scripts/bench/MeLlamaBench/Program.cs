@@ -20,6 +20,7 @@ try
         "prepare" => PrepareBench.Run(options),
         "checkpoint" => CheckpointBench.Run(options),
         "ops" => OpProfile.Run(options),
+        "hf-model" => HfModelFolder.Run(options),
         var other => throw new ArgumentException($"unknown command '{other}'"),
     };
     string json = JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true });
