@@ -36,6 +36,8 @@ static class CheckpointBench
         long hfBytes = 0;
         for (int i = 0; i < repeats; i++)
         {
+            // A fresh save each time (replacing a folder would also time deleting the old one).
+            if (Directory.Exists(hfDir)) Directory.Delete(hfDir, recursive: true);
             var sw = Stopwatch.StartNew();
             HfCheckpoint.Save(model, hfDir, ScalarType.Float32);
             save.Add(sw.Elapsed.TotalSeconds);

@@ -21,6 +21,7 @@ try
         "checkpoint" => CheckpointBench.Run(options),
         "ops" => OpProfile.Run(options),
         "hf-model" => HfModelFolder.Run(options),
+        "io" => IoExperiment.Run(options),
         var other => throw new ArgumentException($"unknown command '{other}'"),
     };
     string json = JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true });
