@@ -125,6 +125,19 @@ def main():
             md.append(f"| {label} | {ck[bytes_key] / 1e9:.3f} GB | {r['best_gb_per_s']:.2f} | {r['median_gb_per_s']:.2f} | {share} |")
         md.append(f"\nLoad avg before: {loads.get('checkpoint') or '?'}. Target: ≥ 70% of the disk's bandwidth.\n")
 
+    gm, gt = result.get("generate_mellama"), result.get("generate_torch")
+    if gm:
+        md.append(f"## Generation (greedy, KV cache, fp32, same shape, random weights; {gm['prompt_tokens']}-token prompt, {gm['new_tokens']} new tokens)")
+        md.append("")
+        md.append("| implementation | tokens/s (prefill + decode) | decode tokens/s | load avg before |")
+        md.append("|---|---:|---:|---|")
+        md.append(f"| {gm['impl']} | {fmt(gm['tokens_per_second'])} | {fmt(gm['decode_tokens_per_second'])} | {loads.get('generate_mellama') or '?'} |")
+        if gt:
+            md.append(f"| {gt['framework']} | {fmt(gt['tokens_per_second'])} | {fmt(gt['decode_tokens_per_second'])} | {loads.get('generate_torch') or '?'} |")
+            result["generate_ratio_mellama_over_torch"] = gm["tokens_per_second"] / gt["tokens_per_second"]
+            md.append(f"\nMeLlama / PyTorch: **{result['generate_ratio_mellama_over_torch']:.2f}×**.")
+        md.append("")
+
     for part, reason in skipped.items():
         if part != "tokenize":
             md.append(f"## {part}\n\nSkipped: {reason}\n")

@@ -5,7 +5,8 @@
 #   2. tokenization: MeLlama's LLaMA tokenizer vs the SentencePiece library on PubMedQA abstracts, plus
 #      `prepare` end to end (skipped when ../shared is absent);
 #   3. checkpoint save/load (HF export and the trainer's checkpoint) vs the disk's dd sequential write/read;
-#   4. generate tokens/s (skipped: no generate API on this branch yet).
+#   4. generate tokens/s through `mellama generate --benchmark` vs a PyTorch KV-cache greedy decode (skipped where
+#      the generate command is absent).
 # Writes scripts/bench/results/<date>-<host>.json and .md and prints the Markdown table.
 #
 # usage: scripts/bench/run.sh [--shape 130m|small|tiny] [--steps N] [--warmup N] [--quick] [--only train,tokenize,checkpoint]
@@ -55,7 +56,7 @@ RESULTS="$ROOT/scripts/bench/results"
 WORK="$ROOT/scripts/bench/.work"          # scratch (checkpoints, dd files, shards); removed at the end
 PARTS="$WORK/parts-$STAMP"
 mkdir -p "$RESULTS" "$PARTS"
-trap 'rm -rf "$WORK/ckpt" "$WORK/prepare" "$WORK/dd.bin"' EXIT
+trap 'rm -rf "$WORK/ckpt" "$WORK/prepare" "$WORK/dd.bin" "$WORK/genmodel"' EXIT
 SKIPPED="$PARTS/.skipped"; : > "$SKIPPED"
 skip() { echo "run.sh: skipping $1: $2" >&2; printf '%s\t%s\n' "$1" "$2" >> "$SKIPPED"; }
 LOADS="$PARTS/.loads"; : > "$LOADS"
@@ -147,8 +148,43 @@ PYEOF
 fi
 
 # --- 4. generate ---------------------------------------------------------------------------------------------
+# Through the CLI (`mellama generate --benchmark`), so this script needs no compile-time link to the generation code:
+# measured where the command exists, skipped with a message where it does not.
 if wants generate; then
-  skip generate "no generate API on this branch yet (the gen branch is not merged); nothing is measured"
+  if [ -f src/MeLlama.Cli/Commands/GenerateCommand.cs ]; then
+    echo "run.sh: building src/MeLlama.Cli (Release) for mellama generate" >&2
+    dotnet build src/MeLlama.Cli -c Release -v q -nologo >&2
+    GEN_TOK="$SHARED/data/tokenizer/llama2/tokenizer.model"; [ -f "$GEN_TOK" ] || GEN_TOK=gpt2
+    rm -rf "$WORK/genmodel"
+    "${BENCH[@]}" hf-model "${SHAPE_ARGS[@]}" --tokenizer "$GEN_TOK" --model-out "$WORK/genmodel" --out "$PARTS/.genmodel.json"
+    NEW_TOKENS=64
+    PROMPT="A 54-year-old patient presents with chest pain radiating to the left arm, shortness of breath and sweating. What is the most likely diagnosis and what should be done first?"
+    mark_load generate_mellama
+    dotnet src/MeLlama.Cli/bin/Release/net10.0/mellama.dll generate --model "$WORK/genmodel" --prompt "$PROMPT" --max-new-tokens "$NEW_TOKENS" \
+      --benchmark --ignore-eos --device cpu --dtype fp32 --threads "$NTHREADS" > "$WORK/generate.txt"
+    cat "$WORK/generate.txt" >&2
+    $PY - "$WORK/generate.txt" "$PARTS/.genmodel.json" > "$PARTS/generate_mellama.json" <<'PYEOF'
+import json, re, sys
+text, model = open(sys.argv[1]).read(), json.load(open(sys.argv[2]))
+prompt = int(re.search(r"prompt (\d+) tokens", text).group(1))
+row = re.search(r"^on\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)", text, re.M)
+tokens, seconds, tps, prefill = int(row.group(1)), float(row.group(2)), float(row.group(3)), float(row.group(4))
+print(json.dumps({"impl": "mellama generate --benchmark (KV cache, greedy)", "prompt_tokens": prompt, "new_tokens": tokens,
+                  "seconds": seconds, "prefill_seconds": prefill, "tokens_per_second": tps,
+                  "decode_tokens_per_second": tokens / max(1e-9, seconds - prefill), "vocab": model["shape"]["vocab"], "raw": text}, indent=2))
+PYEOF
+    if [ "$HAVE_TORCH" = 1 ]; then
+      GEN_PROMPT=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["prompt_tokens"])' "$PARTS/generate_mellama.json")
+      GEN_VOCAB=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["vocab"])' "$PARTS/generate_mellama.json")
+      mark_load generate_torch
+      LD_LIBRARY_PATH="$OPENBLAS_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        $PY scripts/bench/torch_generate.py --hidden "$D" --layers "$L" --heads "$H" --ffn "$FF" --vocab "$GEN_VOCAB" \
+          --prompt-tokens "$GEN_PROMPT" --new-tokens "$NEW_TOKENS" --threads "$NTHREADS" --out "$PARTS/generate_torch.json"
+    fi
+    rm -rf "$WORK/genmodel"
+  else
+    skip generate "no generate API on this branch yet (src/MeLlama.Cli/Commands/GenerateCommand.cs, from the gen branch, is absent); nothing is measured"
+  fi
 fi
 
 # --- machine description, then the report ---------------------------------------------------------------------

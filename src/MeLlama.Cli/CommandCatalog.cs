@@ -23,5 +23,6 @@ public static class CommandCatalog
         yield return PlotCommand.Create();
         yield return LaunchCommand.Create();
         yield return CollectivesSelftestCommand.Create();
+        yield return PrepareCommand.Create();
     }
 }

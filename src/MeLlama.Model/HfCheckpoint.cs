@@ -59,11 +59,21 @@ public static class HfCheckpoint
             if (!expected.Contains(name) && !tiedHead && !IsIgnorable(name))
                 throw new InvalidDataException($"checkpoint {hfDir}: tensor \"{name}\" does not belong to a LLaMA model with this config.json");
         }
-        foreach (var (name, parameter) in parameters)
+        foreach (var (name, _) in parameters)
         {
             if (!checkpoint.Contains(name))
                 throw new InvalidDataException($"checkpoint {hfDir}: tensor \"{name}\" is missing");
-            checkpoint.ReadInto(name, parameter);
+        }
+        // Tensors are independent, so several are read at once: one reader's page faults and copying (filling fresh
+        // parameter memory costs about as much CPU as the copy itself) overlap another's disk reads.
+        try
+        {
+            Parallel.ForEach(parameters, new ParallelOptions { MaxDegreeOfParallelism = Math.Clamp(Environment.ProcessorCount, 1, 8) },
+                p => checkpoint.ReadInto(p.name, p.parameter));
+        }
+        catch (AggregateException e)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
         }
     }
 

@@ -45,6 +45,8 @@ sealed record BenchShape(string Name, LlamaConfig Config, int Batch, int SeqLen)
 
     public long MatmulParameters => Config.ParameterCount() - (long)Config.VocabSize * Config.HiddenSize - (2L * Config.NumLayers + 1) * Config.HiddenSize;
 
+    public static Dictionary<string, object> Describe(BenchShape shape) => shape.Describe();
+
     public Dictionary<string, object> Describe() => new()
     {
         ["name"] = Name, ["hidden"] = Config.HiddenSize, ["layers"] = Config.NumLayers, ["heads"] = Config.NumHeads,

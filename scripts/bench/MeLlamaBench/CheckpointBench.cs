@@ -36,6 +36,8 @@ static class CheckpointBench
         long hfBytes = 0;
         for (int i = 0; i < repeats; i++)
         {
+            // A fresh save each time (replacing a folder would also time deleting the old one).
+            if (Directory.Exists(hfDir)) Directory.Delete(hfDir, recursive: true);
             var sw = Stopwatch.StartNew();
             HfCheckpoint.Save(model, hfDir, ScalarType.Float32);
             save.Add(sw.Elapsed.TotalSeconds);
@@ -47,6 +49,15 @@ static class CheckpointBench
             using (var loaded = HfCheckpoint.LoadModel(hfDir)) loadCached.Add(sw.Elapsed.TotalSeconds);
             TrainBench.Log($"hf checkpoint {hfBytes / 1e9:F3} GB: save {hfBytes / save[^1] / 1e9:F2} GB/s, load (page cache dropped: {evicted}) {hfBytes / load[^1] / 1e9:F2} GB/s, load from page cache {hfBytes / loadCached[^1] / 1e9:F2} GB/s");
         }
+        // How much of a load is building the (uninitialised) model rather than reading: construction alone.
+        var construct = new List<double>();
+        for (int i = 0; i < repeats; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            using var empty = new LlamaForCausalLM(shape.Config, CPU, ScalarType.Float32, initialize: false);
+            construct.Add(sw.Elapsed.TotalSeconds);
+        }
+        TrainBench.Log($"building the empty model: {TrainBench.Median(construct):F3} s");
         Directory.Delete(hfDir, recursive: true);
 
         // The trainer's checkpoint: weights + optimizer state through CheckpointStore (fsync + sha256 manifest).
@@ -91,6 +102,7 @@ static class CheckpointBench
             ["hf_save"] = Rates(save, hfBytes),
             ["hf_load_cold"] = Rates(load, hfBytes),
             ["hf_load_page_cache"] = Rates(loadCached, hfBytes),
+            ["hf_model_construction_seconds"] = construct,
             ["trainer_bytes"] = trainerBytes,
             ["trainer_save"] = Rates(trainerSave, trainerBytes),
             ["trainer_check_and_load_cold"] = Rates(trainerResume, trainerBytes),

@@ -20,6 +20,8 @@ try
         "prepare" => PrepareBench.Run(options),
         "checkpoint" => CheckpointBench.Run(options),
         "ops" => OpProfile.Run(options),
+        "hf-model" => HfModelFolder.Run(options),
+        "io" => IoExperiment.Run(options),
         var other => throw new ArgumentException($"unknown command '{other}'"),
     };
     string json = JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true });

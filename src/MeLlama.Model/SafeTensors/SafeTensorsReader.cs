@@ -29,7 +29,9 @@ public sealed class SafeTensorsReader : IDisposable
     public static SafeTensorsReader Open(string path)
     {
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("safetensors data is little-endian");
-        var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+        // No FileOptions.RandomAccess: that hint (POSIX_FADV_RANDOM) turns off kernel readahead, and tensors are
+        // read front to back in large pieces; with readahead a cold 512 MB read ran 2x faster (scripts/bench io).
+        var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         try
         {
             return new SafeTensorsReader(path, handle, SafeTensorsHeader.Read(handle, path));

@@ -54,13 +54,11 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
         {
             writeFiles(tmp);
             var manifest = new CheckpointManifest { Step = step, CreatedUtc = DateTimeOffset.UtcNow };
-            foreach (var file in Directory.EnumerateFiles(tmp).Order(StringComparer.Ordinal))
-            {
-                string name = Path.GetFileName(file);
-                if (name == ManifestName) continue;
-                FsyncFile(file);
-                manifest.Files[name] = new ManifestFile(new FileInfo(file).Length, AtomicFile.Sha256File(file));
-            }
+            var files = Directory.EnumerateFiles(tmp).Where(f => Path.GetFileName(f) != ManifestName).Order(StringComparer.Ordinal).ToList();
+            // Files are fsynced and hashed on several threads (weights and optimizer state hash at the same time).
+            var hashes = HashAll(files, fsyncFirst: true);
+            for (int i = 0; i < files.Count; i++)
+                manifest.Files[Path.GetFileName(files[i])] = new ManifestFile(new FileInfo(files[i]).Length, hashes[i]);
             AtomicFile.WriteAllText(Path.Combine(tmp, ManifestName), JsonSerializer.Serialize(manifest, CheckpointManifestJson.Default.CheckpointManifest));
             AtomicFile.FsyncDirectory(tmp);
             AtomicFile.Commit(tmp, final);
@@ -85,13 +83,19 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
         try { manifest = JsonSerializer.Deserialize(File.ReadAllText(manifestPath), CheckpointManifestJson.Default.CheckpointManifest); }
         catch (JsonException e) { return new(dir, step, false, $"manifest.json is unreadable: {e.Message}"); }
         if (manifest is null || manifest.Files.Count == 0) return new(dir, step, false, "manifest.json lists no files");
-        foreach (var (name, expected) in manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal))
+        var listed = manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal).ToList();
+        foreach (var (name, expected) in listed)
         {
             string path = Path.Combine(dir, name);
             if (!File.Exists(path)) return new(dir, step, false, $"{name} is missing");
             long size = new FileInfo(path).Length;
             if (size != expected.Size) return new(dir, step, false, $"{name} has {size} bytes, manifest says {expected.Size}");
-            if (full && AtomicFile.Sha256File(path) != expected.Sha256) return new(dir, step, false, $"{name} fails its sha256 checksum");
+        }
+        if (full)
+        {
+            var hashes = HashAll(listed.Select(f => Path.Combine(dir, f.Key)).ToList(), fsyncFirst: false);
+            for (int i = 0; i < listed.Count; i++)
+                if (hashes[i] != listed[i].Value.Sha256) return new(dir, step, false, $"{listed[i].Key} fails its sha256 checksum");
         }
         return new(dir, m.Success ? step : manifest.Step, true, null);
     }
@@ -157,6 +161,26 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
         try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
         catch (ArgumentException) { return false; }
         catch (InvalidOperationException) { return false; }
+    }
+
+    /// <summary>sha256 of each file (in the given order), computed on up to one thread per core.</summary>
+    static string[] HashAll(IReadOnlyList<string> files, bool fsyncFirst)
+    {
+        var hashes = new string[files.Count];
+        try
+        {
+            Parallel.For(0, files.Count, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
+            {
+                if (fsyncFirst) FsyncFile(files[i]);
+                hashes[i] = AtomicFile.Sha256File(files[i]);
+            });
+        }
+        catch (AggregateException e)
+        {
+            // Callers see the I/O error itself, as with a sequential loop.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+        }
+        return hashes;
     }
 
     static void FsyncFile(string path)

@@ -137,7 +137,8 @@ public sealed class SingleProcessTrainStep : ITrainStep
     {
         using var model = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Model));
         using var state = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Optimizer));
-        _optimizer.LoadState(name => model.ReadTensor(name, ScalarType.Float32, _model.Device), name => state.ReadTensor(name, ScalarType.Float32, _model.Device), optimizerSteps);
+        // Straight from the files into the master weights and moments (no temporary copies).
+        _optimizer.LoadState((name, into) => model.ReadInto(name, into), (name, into) => state.ReadInto(name, into), optimizerSteps);
     }
 
     public void Dispose() => _optimizer.Dispose();
