@@ -15,14 +15,11 @@ public static class CommandCatalog
         yield return ExportCommand.Create();
         yield return GenerateCommand.Create();
         yield return ChatCommand.Create();
-        yield return PlotCommand.Create();
-        yield return DemoCommand.Create();
         yield return ScoreCommand.Create();
         yield return EvalCommand.Create();
         yield return TokenizeCommand.Create();
         yield return PlotCommand.Create();
         yield return LaunchCommand.Create();
         yield return CollectivesSelftestCommand.Create();
-        yield return PrepareCommand.Create();
     }
 }
