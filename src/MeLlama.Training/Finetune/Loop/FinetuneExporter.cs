@@ -1,6 +1,5 @@
 using MeLlama.Model;
 using System.Text.Json;
-using MeLlama.Model;
 using MeLlama.Core.IO;
 using MeLlama.Tokenization;
 using MeLlama.Training.Checkpointing;

@@ -1,7 +1,6 @@
 using MeLlama.Model;
 using System.Diagnostics;
 using System.Text.Json;
-using MeLlama.Model;
 using MeLlama.Core.IO;
 using MeLlama.Tokenization;
 using MeLlama.Training.Checkpointing;
