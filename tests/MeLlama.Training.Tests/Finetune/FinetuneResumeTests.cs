@@ -46,6 +46,9 @@ public class FinetuneResumeTests
     {
         using var dir = new TempDir();
         string data = WriteData(dir["data.jsonl"]);
+        // Something else in the process keeps drawing from torch's global generator (as other tests, or another
+        // model, do): the dropout masks must not depend on it.
+        using var noise = new GlobalRngNoise();
 
         var straight = new FinetuneTrainer(Config(dir["a"], data, method), new FinetuneOptions()).Run();
         Assert.Equal(TrainEnd.Completed, straight.End);
@@ -69,6 +72,32 @@ public class FinetuneResumeTests
         foreach (var (name, values) in expected) Assert.Equal(values, actual[name]);
         // A LoRA checkpoint on a random base also stores the frozen base so export can rebuild it anywhere.
         Assert.Equal(method == "lora", File.Exists(Path.Combine(resumed.Checkpoint!, FinetuneCheckpointFiles.BaseModel)));
+    }
+
+    sealed class GlobalRngNoise : IDisposable
+    {
+        readonly CancellationTokenSource _stop = new();
+        readonly Thread _thread;
+
+        public GlobalRngNoise()
+        {
+            _thread = new Thread(() =>
+            {
+                while (!_stop.IsCancellationRequested)
+                {
+                    using var t = rand(16);
+                    Thread.Sleep(1);
+                }
+            }) { IsBackground = true };
+            _thread.Start();
+        }
+
+        public void Dispose()
+        {
+            _stop.Cancel();
+            _thread.Join();
+            _stop.Dispose();
+        }
     }
 
     [Fact]

@@ -212,6 +212,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
 
             stepTimer.Restart();
             double lr = schedule.LrAt(step);
+            built.Lora?.ReseedDropout(c.Seed, step);
             StepResult result;
             using (var scope = NewDisposeScope())
             {

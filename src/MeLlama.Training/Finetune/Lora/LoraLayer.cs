@@ -13,10 +13,12 @@ namespace MeLlama.Training.Finetune.Lora;
 public sealed class LoraLayer : IDisposable
 {
     readonly double _scaling, _dropout;
+    readonly Generator _dropoutGenerator;
     nn.HookableModule<Func<nn.Module<Tensor, Tensor>, Tensor, Tensor>, Func<nn.Module<Tensor, Tensor>, Tensor, Tensor, Tensor>>.HookRemover? _hook;
 
-    internal LoraLayer(string name, Linear baseLinear, LoraConfig config, Generator generator)
+    internal LoraLayer(string name, Linear baseLinear, LoraConfig config, Generator generator, Generator dropoutGenerator)
     {
+        _dropoutGenerator = dropoutGenerator;
         Name = name;
         Base = baseLinear;
         _scaling = config.Scaling;
@@ -49,8 +51,17 @@ public sealed class LoraLayer : IDisposable
     Tensor AddAdapterOutput(nn.Module<Tensor, Tensor> module, Tensor input, Tensor output)
     {
         if (Merged) return output;
-        var x = _dropout > 0 && module.training ? nn.functional.dropout(input, _dropout, training: true) : input;
+        var x = _dropout > 0 && module.training ? Dropout(input) : input;
         return output + B.forward(A.forward(x)) * _scaling;
+    }
+
+    // Inverted dropout drawn from the adapter's own generator rather than torch's process-wide one: the trainer
+    // reseeds it every step, so a resumed run draws the same masks as an uninterrupted one, and nothing else in the
+    // process (another model, another thread) can shift the stream.
+    Tensor Dropout(Tensor input)
+    {
+        using var keep = empty_like(input).bernoulli_(1 - _dropout, _dropoutGenerator);
+        return input * keep / (1 - _dropout);
     }
 
     /// <summary>scaling · B·A [out, in] in fp32.</summary>

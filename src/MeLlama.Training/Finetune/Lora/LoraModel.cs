@@ -26,6 +26,19 @@ public sealed class LoraModel : IDisposable
     public LoraConfig Config { get; }
     public IReadOnlyList<LoraLayer> Layers => _layers;
 
+    /// <summary>Source of the adapters' dropout masks; see <see cref="ReseedDropout"/>.</summary>
+    public Generator DropoutGenerator { get; private set; } = null!;
+
+    /// <summary>
+    /// Makes the dropout masks of optimizer step <paramref name="step"/> a function of (seed, step) alone, so resuming
+    /// from a checkpoint needs no generator state and reproduces the uninterrupted run exactly.
+    /// </summary>
+    public void ReseedDropout(ulong seed, long step)
+    {
+        ulong mixed = unchecked(seed * 0x9E3779B97F4A7C15UL + (ulong)step * 0xBF58476D1CE4E5B9UL + 0x94D049BB133111EBUL);
+        DropoutGenerator.manual_seed((long)(mixed >> 1));
+    }
+
     /// <summary>Freezes <paramref name="model"/> and attaches fresh adapters (A drawn from <paramref name="seed"/>).</summary>
     public static LoraModel Apply(LlamaForCausalLM model, LoraConfig config, long seed = 0)
     {
@@ -35,13 +48,14 @@ public sealed class LoraModel : IDisposable
         foreach (var p in model.parameters()) p.requires_grad = false;
         var lora = new LoraModel(model, config);
         var generator = new Generator((ulong)seed, CPU);
+        lora.DropoutGenerator = new Generator((ulong)seed, model.Device);
         foreach (var layer in model.Layers)
         {
             string prefix = $"model.layers.{layer.LayerIndex}.";
             foreach (var target in LoraConfig.AllProjections.Where(config.TargetModules.Contains))
             {
                 var (path, linear) = Projection(layer, target);
-                lora._layers.Add(new LoraLayer(prefix + path, linear, config, generator));
+                lora._layers.Add(new LoraLayer(prefix + path, linear, config, generator, lora.DropoutGenerator));
             }
         }
         return lora;
@@ -106,5 +120,6 @@ public sealed class LoraModel : IDisposable
     public void Dispose()
     {
         foreach (var layer in _layers) layer.Dispose();
+        DropoutGenerator.Dispose();
     }
 }
