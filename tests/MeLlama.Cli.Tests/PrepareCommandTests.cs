@@ -1,22 +1,12 @@
 using System.CommandLine;
 using MeLlama.Cli;
 using MeLlama.TestSupport;
+using static MeLlama.Cli.Tests.InProcessCli;
 
 namespace MeLlama.Cli.Tests;
 
 public class PrepareCommandTests
 {
-    static (int ExitCode, string Stdout, string Stderr) Mellama(params string[] args)
-    {
-        var root = new RootCommand();
-        foreach (var option in GlobalOptions.All) root.Options.Add(option);
-        foreach (var command in CommandCatalog.Create()) root.Subcommands.Add(command);
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = root.Parse(args).Invoke(new InvocationConfiguration { Output = stdout, Error = stderr });
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
     [Fact]
     public void Prepare_writes_datasets_and_a_summary_table()
     {

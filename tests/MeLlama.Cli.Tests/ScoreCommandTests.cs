@@ -4,26 +4,12 @@ using MeLlama.Model;
 using MeLlama.TestSupport;
 using MeLlama.Tokenization;
 using static TorchSharp.torch;
+using static MeLlama.Cli.Tests.InProcessCli;
 
 namespace MeLlama.Cli.Tests;
 
 public class ScoreCommandTests
 {
-    /// <summary>Runs `mellama &lt;args&gt;` in-process with captured stdout/stderr.</summary>
-    static (int ExitCode, string Stdout, string Stderr) Mellama(params string[] args)
-    {
-        var root = new RootCommand();
-        foreach (var option in GlobalOptions.All) root.Options.Add(option);
-        foreach (var command in CommandCatalog.Create()) root.Subcommands.Add(command);
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = root.Parse(args).Invoke(new InvocationConfiguration { Output = stdout, Error = stderr });
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
-    static List<JsonElement> ReadJsonLines(string text) =>
-        text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
-
     static double[] Numbers(JsonElement e, string field) => e.GetProperty(field).EnumerateArray().Select(x => x.GetDouble()).ToArray();
 
     [SkippableFact]

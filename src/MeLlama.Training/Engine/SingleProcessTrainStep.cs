@@ -126,20 +126,9 @@ public sealed class SingleProcessTrainStep : ITrainStep
         return new EvalSums(sum.item<double>(), labels.numel());
     }
 
-    public void SaveState(string checkpointDir)
-    {
-        // The writer copies one tensor at a time to the host, so GPU state never needs a second full copy.
-        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Model), _optimizer.MasterWeights(), new Dictionary<string, string> { ["format"] = "pt" });
-        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Optimizer), _optimizer.StateTensors());
-    }
+    public void SaveState(string checkpointDir) => _optimizer.SaveTo(checkpointDir);
 
-    public void LoadState(string checkpointDir, long optimizerSteps)
-    {
-        using var model = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Model));
-        using var state = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Optimizer));
-        // Straight from the files into the master weights and moments (no temporary copies).
-        _optimizer.LoadState((name, into) => model.ReadInto(name, into), (name, into) => state.ReadInto(name, into), optimizerSteps);
-    }
+    public void LoadState(string checkpointDir, long optimizerSteps) => _optimizer.LoadFrom(checkpointDir, optimizerSteps);
 
     public void Dispose() => _optimizer.Dispose();
 }

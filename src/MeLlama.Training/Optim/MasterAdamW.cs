@@ -155,25 +155,10 @@ public sealed class MasterAdamW : IDisposable
         }
     }
 
-    /// <summary>Restores master weights (and the model's copies) and moments from checkpoint tensors.</summary>
-    public void LoadState(Func<string, Tensor> readMaster, Func<string, Tensor> readState, long stepCount)
-    {
-        using var _ = no_grad();
-        foreach (var s in _slots)
-        {
-            using var scope = NewDisposeScope();
-            CopyChecked(s.Master, readMaster(s.Name), s.Name);
-            if (!ReferenceEquals(s.Master, s.Param)) s.Param.copy_(s.Master);
-            CopyChecked(s.ExpAvg, readState("exp_avg." + s.Name), "exp_avg." + s.Name);
-            CopyChecked(s.ExpAvgSq, readState("exp_avg_sq." + s.Name), "exp_avg_sq." + s.Name);
-        }
-        StepCount = stepCount;
-    }
-
     /// <summary>
-    /// As <see cref="LoadState(Func{string, Tensor}, Func{string, Tensor}, long)"/>, with readers that fill the given
-    /// tensor in place (e.g. <c>SafeTensorsReader.ReadInto</c>, which checks the shape): no temporary tensor per state
-    /// tensor and no second copy, which halves the memory traffic of a resume.
+    /// Restores master weights (and the model's copies) and moments with readers that fill the given tensor in place
+    /// (e.g. <c>SafeTensorsReader.ReadInto</c>, which checks the shape): no temporary tensor per state tensor and no
+    /// second copy, which halves the memory traffic of a resume.
     /// </summary>
     public void LoadState(Action<string, Tensor> readMasterInto, Action<string, Tensor> readStateInto, long stepCount)
     {

@@ -95,18 +95,9 @@ public sealed class SftTrainStep : ITrainStep
         }
     }
 
-    public void SaveState(string checkpointDir)
-    {
-        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Model), _optimizer.MasterWeights(), new Dictionary<string, string> { ["format"] = "pt" });
-        SafeTensorsWriter.Write(Path.Combine(checkpointDir, CheckpointFiles.Optimizer), _optimizer.StateTensors());
-    }
+    public void SaveState(string checkpointDir) => _optimizer.SaveTo(checkpointDir);
 
-    public void LoadState(string checkpointDir, long optimizerSteps)
-    {
-        using var model = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Model));
-        using var state = SafeTensorsReader.Open(Path.Combine(checkpointDir, CheckpointFiles.Optimizer));
-        _optimizer.LoadState(name => model.ReadTensor(name, ScalarType.Float32, _model.Device), name => state.ReadTensor(name, ScalarType.Float32, _model.Device), optimizerSteps);
-    }
+    public void LoadState(string checkpointDir, long optimizerSteps) => _optimizer.LoadFrom(checkpointDir, optimizerSteps);
 
     public void Dispose() => _optimizer.Dispose();
 }
