@@ -100,7 +100,7 @@ public static class PlanCommand
     {
         var r = plan.Request;
         var c = r.Model;
-        w.WriteLine($"Recipe {recipe}; model from {model.Source}: {c.ParameterCount() / 1e9:F2}B parameters " +
+        w.WriteLine($"Recipe {recipe}; model from {model.Source}: {Billions(c.ParameterCount())} parameters " +
                     $"(d={c.HiddenSize}, {c.NumLayers} layers, {c.NumHeads} heads / {c.NumKvHeads} kv, ffn {c.IntermediateSize}, vocab {c.VocabSize})");
         w.WriteLine($"{r.Gpus} GPU(s) × {ByteSize.Gib(r.GpuMemoryBytes)}, {ShardingStrategies.Name(r.Strategy)}, {r.Precision}, " +
                     $"activation checkpointing {(r.ActivationCheckpointing ? "on" : "off")}, micro-batch {r.MicroBatch} × seq_len {r.SeqLen}");
@@ -120,7 +120,11 @@ public static class PlanCommand
             w.WriteLine($"note: today's FsdpTrainStep keeps full-size compute parameters (TorchSharp 0.107 has no Tensor.set_): " +
                         $"{ByteSize.Gib(today.TotalBytes)} per GPU with it, fits: {(today.Fits ? "yes" : "no")} (--current-engine shows that table)");
         }
+        if (c.TieWordEmbeddings && r.Strategy != ShardingStrategy.NoShard)
+            w.WriteLine("note: the model ties its embeddings; FsdpTrainStep needs an untied head (tie_word_embeddings=false), so this is a plan for a future engine");
     }
+
+    static string Billions(long n) => n >= 1_000_000_000 ? $"{n / 1e9:F2}B" : $"{n / 1e6:F1}M";
 
     static string Gib(long bytes) => (bytes / (double)(1L << 30)).ToString("F2", CultureInfo.InvariantCulture);
 
