@@ -20,6 +20,7 @@ public static class CommandCatalog
         yield return TokenizeCommand.Create();
         yield return PlotCommand.Create();
         yield return LaunchCommand.Create();
+        yield return PlanCommand.Create();
         yield return CollectivesSelftestCommand.Create();
     }
 }
