@@ -18,6 +18,8 @@ namespace MeLlama.Training.Loop;
 public sealed class TrainingWorld : IDisposable
 {
     readonly bool _owned;
+    /// <summary>Where the small tensors of the loop's own reductions live: NCCL reduces only GPU memory.</summary>
+    readonly Device _device;
 
     /// <summary>The communicator; null on a single process.</summary>
     public ICollectives? Comm { get; }
@@ -28,7 +30,7 @@ public sealed class TrainingWorld : IDisposable
     /// <summary>Rank 0 writes what exists once per run: metrics, TensorBoard, plots, the progress line, checkpoint metadata.</summary>
     public bool IsRoot => Rank == 0;
 
-    public TrainingWorld(DistributedEnvironment environment, ICollectives? comm, bool ownsComm)
+    public TrainingWorld(DistributedEnvironment environment, ICollectives? comm, bool ownsComm, Device? device = null)
     {
         if (environment.IsDistributed && comm is null) throw new ArgumentException("a distributed environment needs a communicator", nameof(comm));
         if (comm != null && (comm.Rank != environment.Rank || comm.WorldSize != environment.WorldSize))
@@ -36,6 +38,7 @@ public sealed class TrainingWorld : IDisposable
         Environment = environment;
         Comm = comm;
         _owned = ownsComm;
+        _device = comm?.Backend == "nccl" ? device ?? throw new ArgumentException("the NCCL backend needs the rank's CUDA device", nameof(device)) : CPU;
     }
 
     public static TrainingWorld Single() => new(DistributedEnvironment.Single, null, ownsComm: false);
@@ -52,7 +55,7 @@ public sealed class TrainingWorld : IDisposable
     {
         if (!environment.IsDistributed) return Single();
         var comm = Collectives.Create(environment, CollectivesOptions.FromEnvironment() with { Logger = log }, device);
-        return new TrainingWorld(environment, comm, ownsComm: true);
+        return new TrainingWorld(environment, comm, ownsComm: true, device);
     }
 
     /// <summary>
@@ -88,9 +91,9 @@ public sealed class TrainingWorld : IDisposable
     {
         if (Comm is null || !IsDistributed) return values;
         using var scope = NewDisposeScope();
-        var t = tensor(values, ScalarType.Float64);
+        var t = tensor(values, ScalarType.Float64).to(_device);
         Comm.AllReduce(t, op);
-        return t.data<double>().ToArray();
+        return t.cpu().data<double>().ToArray();
     }
 
     /// <summary>True on every rank when it is true on any rank.</summary>
@@ -101,9 +104,9 @@ public sealed class TrainingWorld : IDisposable
     {
         if (Comm is null || !IsDistributed) return values;
         using var scope = NewDisposeScope();
-        var t = tensor(values, ScalarType.Int64);
+        var t = tensor(values, ScalarType.Int64).to(_device);
         Comm.Broadcast(t, root: 0);
-        return t.data<long>().ToArray();
+        return t.cpu().data<long>().ToArray();
     }
 
     public void Barrier()
@@ -117,9 +120,9 @@ public sealed class TrainingWorld : IDisposable
     {
         if (Comm is null || !IsDistributed) return values;
         using var scope = NewDisposeScope();
-        var t = tensor(values, ScalarType.Int64);
+        var t = tensor(values, ScalarType.Int64).to(_device);
         Comm.AllReduce(t, ReduceOp.Sum);
-        return t.data<long>().ToArray();
+        return t.cpu().data<long>().ToArray();
     }
 
     /// <summary>

@@ -1,6 +1,8 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using MeLlama.TestSupport;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Config;
@@ -139,6 +141,32 @@ public sealed partial class LaunchedPretrainTests(TwoRankRun run) : IClassFixtur
         // The survivor learned from the store which rank died (long before the 60 s collective timeout), or was told by the launcher.
         var rank0 = launch.Output.Split('\n').Where(l => l.StartsWith("[rank 0]", StringComparison.Ordinal)).ToList();
         Assert.Contains(rank0, l => l.Contains("rank 1", StringComparison.Ordinal) && (l.Contains("Collectives failed", StringComparison.Ordinal) || l.Contains("SIGTERM", StringComparison.Ordinal)));
+    }
+
+    [GeneratedRegex(@"^\[rank (\d)\] .*Received SIGUSR1( \(on another rank\))?: saving at step (\d+) ")]
+    private static partial Regex StopLine();
+
+    /// <summary>
+    /// The stop decision alone (what happens next, the save, is the engine's part and is checked by the test below):
+    /// a signal that reaches one rank stops both at the same step, the other rank saying it came from elsewhere.
+    /// </summary>
+    [Fact]
+    public void SignalToOneRankStopsBothRanksAtTheSameStep()
+    {
+        using var tmp = new TempDir();
+        var config = Recipe(tmp["run"], TrainTestData.TwoDomains(tmp.Path), steps: 100_000);
+        using var launch = new LaunchedRun(2, LaunchedRun.WriteRecipe(config, tmp["run.json"]));
+        var pids = launch.RankPids(TimeSpan.FromSeconds(60));
+        launch.WaitForSteps(config.RunDir, 3, TimeSpan.FromSeconds(120));
+        Assert.Equal(0, kill(pids[1], 10)); // SIGUSR1 to rank 1 only
+        Assert.NotNull(launch.WaitForExit(TimeSpan.FromSeconds(60)));
+        var stops = launch.Output.Split('\n').Select(l => StopLine().Match(l)).Where(m => m.Success)
+            .ToDictionary(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), m => (Relayed: m.Groups[2].Success, Step: long.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture)));
+        Assert.True(stops.Count == 2, "both ranks should report the stop:\n" + launch.Output);
+        Assert.False(stops[1].Relayed);
+        Assert.True(stops[0].Relayed);
+        Assert.Equal(stops[1].Step, stops[0].Step);
+        Assert.True(stops[0].Step >= 3 && stops[0].Step < 100_000);
     }
 
     /// <summary>
