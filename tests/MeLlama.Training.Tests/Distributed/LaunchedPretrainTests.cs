@@ -24,9 +24,17 @@ public sealed class TwoRankRun : IDisposable
     public TwoRankRun()
     {
         Domains = TrainTestData.TwoDomains(Tmp.Path);
+        // A held-out set of exactly 5 samples of 16 + 1 tokens: dealt round-robin to 2 ranks with micro-batches of 2, rank 0
+        // holds 2 batches and rank 1 one, so rank 1 must run a padding forward to keep the engine's gathers in step.
+        string odd = TrainTestData.WritePrepared(Path.Combine(Tmp.Path, "data", "odd"), "odd", TrainTestData.Progressions(5, 9),
+            [[.. Enumerable.Range(0, 5 * 16 + 1).Select(i => 3 + i % 100)]]);
+        List<DomainSource> evalSets = [Domains[0], new DomainSource { Name = "odd", Path = odd }];
         // No final save: this run must not depend on the engine's sharded SaveState (the preemption test covers that).
         Config = LaunchedPretrainTests.Recipe(Tmp["two"], Domains) with
         {
+            Data = new DataSection { Datasets = Domains, EvalSets = evalSets },
+            // All held-out samples on any world size (5 and ~50), so 1 and 2 ranks evaluate the same samples.
+            Eval = new EvalSection { Interval = 30, Batches = 1000 },
             Checkpoint = new CheckpointSection { Interval = 1000, KeepLast = 2, SaveFinal = false }, Tensorboard = true,
         };
         var clock = Stopwatch.StartNew();
@@ -69,8 +77,7 @@ public sealed partial class LaunchedPretrainTests(TwoRankRun run) : IClassFixtur
         Assert.True(run.ExitCode == 0, $"launch exited {run.ExitCode}:\n{run.Output}");
         var single = TrainerHarness.Train(run.Config with
         {
-            RunDir = run.Tmp["one"], Tensorboard = false, Eval = run.Config.Eval with { Batches = 2 },
-            Checkpoint = run.Config.Checkpoint with { SaveFinal = true },
+            RunDir = run.Tmp["one"], Tensorboard = false, Checkpoint = run.Config.Checkpoint with { SaveFinal = true },
         });
         Assert.Equal(TwoRankRun.Steps, single.Step);
 
@@ -81,11 +88,12 @@ public sealed partial class LaunchedPretrainTests(TwoRankRun run) : IClassFixtur
             Assert.True(Math.Abs(actual[step] - loss) <= 1e-5 * Math.Abs(loss), $"step {step}: 2 ranks {actual[step]}, 1 rank {loss}");
         Assert.True(expected[TwoRankRun.Steps] < expected[1] - 0.5, "the run should learn: " + string.Join(", ", expected.Values));
 
-        // Held-out loss: every rank evaluates its share, the sums are reduced.
+        // Held-out loss: every rank evaluates its share (the odd set with a padding forward on rank 1), the sums are reduced.
         var expectedEval = LaunchedRun.EvalLosses(run.Tmp["one"]);
         var actualEval = LaunchedRun.EvalLosses(run.Config.RunDir);
         Assert.Equal(expectedEval.Keys, actualEval.Keys);
-        Assert.Equal(6, expectedEval.Count); // 2 domains at steps 0, 30, 60
+        Assert.Equal(6, expectedEval.Count); // alpha and odd at steps 0, 30, 60
+        Assert.Contains((30L, "odd"), expectedEval.Keys);
         foreach (var (key, loss) in expectedEval)
             Assert.True(Math.Abs(actualEval[key] - loss) <= 1e-5 * Math.Abs(loss), $"eval {key}: 2 ranks {actualEval[key]}, 1 rank {loss}");
     }
