@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using MeLlama.Core.IO;
+using MeLlama.Distributed;
 using MeLlama.Model;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Config;
@@ -124,8 +125,11 @@ public sealed class Trainer
         long tokensPerStep = (long)c.SeqLen * c.MicroBatch * accum * world.Size;
         long totalSteps = TotalSteps(c, tokensPerStep);
         var schedule = CosineSchedule.Create(c.Optimizer.Lr, c.Schedule.MinLr, c.Schedule.MinLrRatio, c.Schedule.WarmupRatio, totalSteps);
+        // One process continuing a sharded checkpoint (e.g. 8 GPUs → 1 for a quick look) needs the engine that reads shards.
+        using var singleRankComm = !world.IsDistributed && resumeFrom != null && StepEngines.IsSharded(resumeFrom.Dir) ? new SingleProcessCollectives() : null;
+        if (singleRankComm != null) _log.Information("{Checkpoint} is sharded: continuing with the sharded engine on one rank", resumeFrom!.Dir);
         using var engine = StepEngines.Create(model, new TrainStepOptions(c.Optimizer.Beta1, c.Optimizer.Beta2, c.Optimizer.Eps,
-            c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing), world, c.Parallel.Strategy);
+            c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing), world, c.Parallel.Strategy, singleRankComm);
         if (resumeFrom != null && state != null)
         {
             engine.LoadState(resumeFrom.Dir, state.OptimizerSteps);
