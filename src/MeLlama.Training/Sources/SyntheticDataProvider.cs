@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using MeLlama.Data.Sampling;
 
 namespace MeLlama.Training.Sources;
 
@@ -29,7 +30,9 @@ public sealed class SyntheticDataProvider(int vocabSize, int rank = 0, int world
             _samples += (long)microBatch * worldSize;
             for (int s = 0; s < microBatch; s++)
             {
-                var rng = new Random(HashCode.Combine(seed, first + s));
+                // A stable hash (HashCode.Combine is randomised per process): the same samples in every process, so
+                // resume and a different number of ranks see exactly the same tokens.
+                var rng = new Random(unchecked((int)StableHash.Combine(seed, (ulong)(first + s))));
                 var row = tokens.Slice(s * (seqLen + 1), seqLen + 1);
                 for (int i = 0; i < row.Length; i++) row[i] = rng.Next(vocab);
             }
