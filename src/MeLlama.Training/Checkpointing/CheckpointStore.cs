@@ -127,8 +127,11 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
             }
 
             // 3. Every rank must see the same files (a lagging shared file system would otherwise give a short manifest).
-            var files = Directory.EnumerateFiles(tmp).Where(f => Path.GetFileName(f) != ManifestName).Order(StringComparer.Ordinal).ToList();
-            if (!world.Agree(string.Join('\n', files.Select(Path.GetFileName))))
+            // Subfolders count too: the manifest names files by their path relative to the checkpoint folder.
+            var files = Directory.EnumerateFiles(tmp, "*", SearchOption.AllDirectories)
+                .Where(f => Path.GetRelativePath(tmp, f) != ManifestName).Order(StringComparer.Ordinal).ToList();
+            string Name(string file) => Path.GetRelativePath(tmp, file).Replace(Path.DirectorySeparatorChar, '/');
+            if (!world.Agree(string.Join('\n', files.Select(Name))))
                 throw new IOException($"checkpoint {DirName(step)}: the ranks see different files in {tmp} (shared file system not coherent?); nothing was committed");
 
             // 4. Rank r hashes files r, r + N, ...; the digests meet on every rank through an exact int64 sum (one writer per row).
@@ -157,8 +160,9 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
                     {
                         var bytes = new byte[32];
                         for (int w = 0; w < 4; w++) BitConverter.TryWriteBytes(bytes.AsSpan(8 * w), table[i * Row + 1 + w]);
-                        manifest.Files[Path.GetFileName(files[i])] = new ManifestFile(table[i * Row], Convert.ToHexStringLower(bytes));
+                        manifest.Files[Name(files[i])] = new ManifestFile(table[i * Row], Convert.ToHexStringLower(bytes));
                     }
+                    foreach (var sub in Directory.EnumerateDirectories(tmp, "*", SearchOption.AllDirectories)) AtomicFile.FsyncDirectory(sub);
                     AtomicFile.WriteAllText(Path.Combine(tmp, ManifestName), JsonSerializer.Serialize(manifest, CheckpointManifestJson.Default.CheckpointManifest));
                     AtomicFile.FsyncDirectory(tmp);
                     AtomicFile.Commit(tmp, final);

@@ -79,6 +79,26 @@ public class CoordinatedCheckpointTests
     }
 
     [Fact]
+    public void RankFilesInASubfolderAreCoveredByTheManifestToo()
+    {
+        using var tmp = new TempDir();
+        InProcessRanks.Run(2, comm =>
+        {
+            var store = new CheckpointStore(tmp.Path);
+            store.SaveCoordinated(3, TrainingWorld.Of(comm), d =>
+            {
+                var shards = Directory.CreateDirectory(Path.Combine(d, "shards")).FullName;
+                WriteRankFile(shards, comm.Rank);
+            }, WriteRootFiles);
+        });
+        string dir = Path.Combine(tmp.Path, "checkpoints", CheckpointStore.DirName(3));
+        Assert.Equal(["shards/shard-rank0.bin", "shards/shard-rank1.bin", "trainer_state.json"], Manifest(dir).Files.Keys.Order(StringComparer.Ordinal));
+        Assert.True(CheckpointStore.Check(dir).Ok);
+        File.WriteAllBytes(Path.Combine(dir, "shards", "shard-rank0.bin"), new byte[4096]); // same size, other bytes
+        Assert.Contains("shards/shard-rank0.bin fails its sha256 checksum", CheckpointStore.Check(dir).Problem);
+    }
+
+    [Fact]
     public void ARankFailingToWriteFailsTheSaveOnEveryRankAndCommitsNothing()
     {
         using var tmp = new TempDir();
