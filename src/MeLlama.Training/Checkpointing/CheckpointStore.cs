@@ -249,6 +249,55 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
     }
 
     /// <summary>
+    /// <see cref="FindLatestGood(out List{CheckpointCheck})"/> for all ranks together (each rank calls it): rank 0's
+    /// listing is the candidate list, every rank checks presence and sizes, and the sha256 work is split across ranks
+    /// (rank r hashes files r, r + N, ...), so verifying a 70B checkpoint does not keep the other ranks waiting in a
+    /// collective for as long as one rank takes to read all of it. Every rank returns the same checkpoint.
+    /// </summary>
+    public CheckpointCheck? FindLatestGood(TrainingWorld world, out List<CheckpointCheck> skipped)
+    {
+        if (!world.IsDistributed) return FindLatestGood(out skipped);
+        skipped = [];
+        long[] mine = world.IsRoot ? [.. List().Select(c => c.Step)] : [];
+        long count = world.Broadcast(mine.Length)[0];
+        long[] steps = count == 0 ? [] : world.Broadcast(world.IsRoot ? mine : new long[count]);
+        foreach (long step in steps)
+        {
+            string dir = Path.Combine(Root, DirName(step));
+            var quick = Check(dir, full: false);
+            string? problem = quick.Ok ? CheckShare(dir, world) : quick.Problem;
+            if (!world.Any(problem != null))
+            {
+                if (skipped.Count > 0)
+                    _log.Warning("Falling back to checkpoint {Checkpoint} because {Count} newer one(s) are incomplete or corrupt", Path.GetFileName(dir), skipped.Count);
+                return quick;
+            }
+            problem ??= "a file failed its sha256 checksum on another rank";
+            _log.Warning("Checkpoint {Checkpoint} is not usable: {Problem}", Path.GetFileName(dir), problem);
+            skipped.Add(new CheckpointCheck(dir, step, false, problem));
+        }
+        return null;
+    }
+
+    /// <summary>sha256 of this rank's share of a checkpoint's files against its manifest; the first mismatch, or null.</summary>
+    static string? CheckShare(string dir, TrainingWorld world)
+    {
+        try
+        {
+            var manifest = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, ManifestName)), CheckpointManifestJson.Default.CheckpointManifest)!;
+            var listed = manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal).Where((_, i) => i % world.Size == world.Rank).ToList();
+            var hashes = HashAll(listed.Select(f => Path.Combine(dir, f.Key)).ToList(), fsyncFirst: false);
+            for (int i = 0; i < listed.Count; i++)
+                if (hashes[i] != listed[i].Value.Sha256) return $"{listed[i].Key} fails its sha256 checksum";
+            return null;
+        }
+        catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException)
+        {
+            return e.Message; // vanished or unreadable between the quick check and hashing
+        }
+    }
+
+    /// <summary>
     /// Deletes complete checkpoints beyond the newest <paramref name="keepLast"/> complete ones, and leftovers of
     /// interrupted saves. Only folders older than the K-th newest complete checkpoint are touched, so the newest good
     /// checkpoint always survives (incomplete folders newer than it are kept for inspection).

@@ -79,11 +79,8 @@ public sealed class Trainer
         var existing = store.List();
         if (_options.Resume)
         {
-            // Rank 0 verifies (reads and hashes) and decides; every rank then loads that same step.
-            List<CheckpointCheck> skipped = [];
-            if (world.IsRoot) resumeFrom = store.FindLatestGood(out skipped);
-            long chosen = world.Broadcast(resumeFrom?.Step ?? -1)[0];
-            if (!world.IsRoot && chosen >= 0) resumeFrom = new CheckpointCheck(Path.Combine(store.Root, CheckpointStore.DirName(chosen)), chosen, true, null);
+            // All ranks verify together (rank 0's candidate list, the hashing split across ranks) and agree on one step.
+            resumeFrom = store.FindLatestGood(world, out var skipped);
             if (resumeFrom == null && existing.Count > 0 && world.IsRoot)
                 _log.Warning("Run folder {RunDir} has {Count} checkpoint folder(s) but none is complete; starting from scratch", c.RunDir, existing.Count);
             if (resumeFrom != null)

@@ -99,6 +99,28 @@ public class CoordinatedCheckpointTests
     }
 
     [Fact]
+    public void AllRanksAgreeOnTheNewestGoodCheckpointWhenOnlyAnotherRankSeesTheCorruption()
+    {
+        using var tmp = new TempDir();
+        InProcessRanks.Run(2, comm =>
+        {
+            var store = new CheckpointStore(tmp.Path);
+            var w = TrainingWorld.Of(comm);
+            store.SaveCoordinated(10, w, d => WriteRankFile(d, comm.Rank), WriteRootFiles);
+            store.SaveCoordinated(20, w, d => WriteRankFile(d, comm.Rank), WriteRootFiles);
+        });
+        // Same size, other bytes: only hashing finds it, and file #1 of [shard-rank0, shard-rank1, trainer_state] is rank 1's share.
+        File.WriteAllBytes(Path.Combine(tmp.Path, "checkpoints", CheckpointStore.DirName(20), "shard-rank1.bin"), new byte[4096]);
+        var chosen = new CheckpointCheck?[2];
+        var skipped = new List<CheckpointCheck>[2];
+        InProcessRanks.Run(2, comm => chosen[comm.Rank] = new CheckpointStore(tmp.Path).FindLatestGood(TrainingWorld.Of(comm), out skipped[comm.Rank]));
+        Assert.All(chosen, c => Assert.Equal(10, c!.Step));
+        Assert.All(skipped, s => Assert.Equal(20, Assert.Single(s).Step));
+        Assert.Contains("shard-rank1.bin fails its sha256 checksum", skipped[1][0].Problem);
+        Assert.Contains("on another rank", skipped[0][0].Problem);
+    }
+
+    [Fact]
     public void ARankFailingToWriteFailsTheSaveOnEveryRankAndCommitsNothing()
     {
         using var tmp = new TempDir();
