@@ -11,6 +11,8 @@ public sealed record CheckpointManifest
     public int FormatVersion { get; init; } = 1;
     public long Step { get; init; }
     public DateTimeOffset CreatedUtc { get; init; }
+    /// <summary>Ranks that wrote the checkpoint (their shard files are all listed in <see cref="Files"/>).</summary>
+    public int WorldSize { get; init; } = 1;
     public Dictionary<string, ManifestFile> Files { get; init; } = [];
 }
 

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using MeLlama.Core.IO;
+using MeLlama.Training.Loop;
 using Serilog;
 
 namespace MeLlama.Training.Checkpointing;
@@ -72,6 +73,131 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
         }
     }
 
+    /// <summary>
+    /// Writes checkpoint <paramref name="step"/> together with every rank of <paramref name="world"/> (each rank calls
+    /// this with the same step). All ranks write into one temporary folder on the shared file system:
+    /// <paramref name="writeEveryRank"/> runs on every rank (its shard files), <paramref name="writeRootOnly"/> on rank 0
+    /// (trainer state, RNG, configs). After all ranks have written, every rank fsyncs the folder's files (only the writer's
+    /// fsync flushes a network file system's client cache) and hashes its share of them; rank 0 writes a manifest that
+    /// covers every rank's files and renames the folder into place. A failure on any rank fails the save on every rank and
+    /// commits nothing, so a torn multi-rank save never becomes a checkpoint. Returns the final folder on every rank.
+    /// On one rank this is <see cref="Save"/>.
+    /// </summary>
+    public string SaveCoordinated(long step, TrainingWorld world, Action<string> writeEveryRank, Action<string> writeRootOnly)
+    {
+        if (!world.IsDistributed) return Save(step, tmp => { writeEveryRank(tmp); writeRootOnly(tmp); });
+        string final = Path.Combine(Root, DirName(step));
+
+        // 1. Rank 0 creates the temporary folder and tells the others its name (pid + nonce; -1 = it could not).
+        long[] id = [-1, 0];
+        Exception? failure = null;
+        if (world.IsRoot)
+        {
+            try
+            {
+                Directory.CreateDirectory(Root);
+                long nonce = BitConverter.ToInt64(Guid.NewGuid().ToByteArray()) & long.MaxValue;
+                Directory.CreateDirectory(TempDir(step, Environment.ProcessId, nonce));
+                id = [Environment.ProcessId, nonce];
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { failure = e; }
+        }
+        id = world.Broadcast(id);
+        if (id[0] < 0)
+        {
+            if (failure != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+            throw new IOException($"checkpoint {DirName(step)}: rank 0 could not create the temporary folder under {Root}");
+        }
+        string tmp = TempDir(step, id[0], id[1]);
+
+        try
+        {
+            // 2. Every rank writes its files; the reduction doubles as the barrier after which the folder is complete.
+            try
+            {
+                WaitForDirectory(tmp, TimeSpan.FromSeconds(60));
+                writeEveryRank(tmp);
+                if (world.IsRoot) writeRootOnly(tmp);
+            }
+            catch (Exception e) { failure = e; }
+            if (world.Any(failure != null))
+            {
+                if (failure != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+                throw new IOException($"checkpoint {DirName(step)}: another rank failed to write its files; nothing was committed");
+            }
+
+            // 3. Every rank must see the same files (a lagging shared file system would otherwise give a short manifest).
+            // Subfolders count too: the manifest names files by their path relative to the checkpoint folder.
+            var files = Directory.EnumerateFiles(tmp, "*", SearchOption.AllDirectories)
+                .Where(f => Path.GetRelativePath(tmp, f) != ManifestName).Order(StringComparer.Ordinal).ToList();
+            string Name(string file) => Path.GetRelativePath(tmp, file).Replace(Path.DirectorySeparatorChar, '/');
+            if (!world.Agree(string.Join('\n', files.Select(Name))))
+                throw new IOException($"checkpoint {DirName(step)}: the ranks see different files in {tmp} (shared file system not coherent?); nothing was committed");
+
+            // 4. Rank r hashes files r, r + N, ...; the digests meet on every rank through an exact int64 sum (one writer per row).
+            const int Row = 5; // size + 4 × 8 bytes of sha256
+            var table = new long[files.Count * Row];
+            foreach (var f in files) FsyncFile(f);
+            var mine = Enumerable.Range(0, files.Count).Where(i => i % world.Size == world.Rank).ToList();
+            var hashes = HashAll(mine.Select(i => files[i]).ToList(), fsyncFirst: false);
+            for (int k = 0; k < mine.Count; k++)
+            {
+                int i = mine[k];
+                table[i * Row] = new FileInfo(files[i]).Length;
+                var bytes = Convert.FromHexString(hashes[k]);
+                for (int w = 0; w < 4; w++) table[i * Row + 1 + w] = BitConverter.ToInt64(bytes, 8 * w);
+            }
+            table = world.SumExact(table);
+
+            // 5. Rank 0 commits; the final reduction tells everyone whether it did.
+            failure = null;
+            if (world.IsRoot)
+            {
+                try
+                {
+                    var manifest = new CheckpointManifest { Step = step, CreatedUtc = DateTimeOffset.UtcNow, WorldSize = world.Size };
+                    for (int i = 0; i < files.Count; i++)
+                    {
+                        var bytes = new byte[32];
+                        for (int w = 0; w < 4; w++) BitConverter.TryWriteBytes(bytes.AsSpan(8 * w), table[i * Row + 1 + w]);
+                        manifest.Files[Name(files[i])] = new ManifestFile(table[i * Row], Convert.ToHexStringLower(bytes));
+                    }
+                    foreach (var sub in Directory.EnumerateDirectories(tmp, "*", SearchOption.AllDirectories)) AtomicFile.FsyncDirectory(sub);
+                    AtomicFile.WriteAllText(Path.Combine(tmp, ManifestName), JsonSerializer.Serialize(manifest, CheckpointManifestJson.Default.CheckpointManifest));
+                    AtomicFile.FsyncDirectory(tmp);
+                    AtomicFile.Commit(tmp, final);
+                    AtomicFile.WriteAllText(Path.Combine(Root, LatestName), DirName(step) + "\n");
+                }
+                catch (Exception e) { failure = e; }
+            }
+            if (world.Any(failure != null))
+            {
+                if (failure != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+                throw new IOException($"checkpoint {DirName(step)}: rank 0 could not commit it; nothing was committed");
+            }
+            return final;
+        }
+        catch
+        {
+            // Only rank 0 removes the folder: the others may still be writing into it when this rank fails.
+            if (world.IsRoot) TryDeleteDir(tmp);
+            throw;
+        }
+    }
+
+    string TempDir(long step, long pid, long nonce) => Path.Combine(Root, $".{DirName(step)}.tmp-{pid}-{nonce:x16}");
+
+    /// <summary>Rank 0 created the folder before the broadcast; on a shared file system other nodes may see it a moment later.</summary>
+    static void WaitForDirectory(string dir, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!Directory.Exists(dir))
+        {
+            if (DateTime.UtcNow > deadline) throw new IOException($"{dir} (created by rank 0) did not appear within {timeout.TotalSeconds:F0} s");
+            Thread.Sleep(50);
+        }
+    }
+
     /// <summary>Checks one folder: manifest present and readable, every listed file present with its size and (when <paramref name="full"/>) sha256.</summary>
     public static CheckpointCheck Check(string dir, bool full = true)
     {
@@ -120,6 +246,55 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
             skipped.Add(check);
         }
         return null;
+    }
+
+    /// <summary>
+    /// <see cref="FindLatestGood(out List{CheckpointCheck})"/> for all ranks together (each rank calls it): rank 0's
+    /// listing is the candidate list, every rank checks presence and sizes, and the sha256 work is split across ranks
+    /// (rank r hashes files r, r + N, ...), so verifying a 70B checkpoint does not keep the other ranks waiting in a
+    /// collective for as long as one rank takes to read all of it. Every rank returns the same checkpoint.
+    /// </summary>
+    public CheckpointCheck? FindLatestGood(TrainingWorld world, out List<CheckpointCheck> skipped)
+    {
+        if (!world.IsDistributed) return FindLatestGood(out skipped);
+        skipped = [];
+        long[] mine = world.IsRoot ? [.. List().Select(c => c.Step)] : [];
+        long count = world.Broadcast(mine.Length)[0];
+        long[] steps = count == 0 ? [] : world.Broadcast(world.IsRoot ? mine : new long[count]);
+        foreach (long step in steps)
+        {
+            string dir = Path.Combine(Root, DirName(step));
+            var quick = Check(dir, full: false);
+            string? problem = quick.Ok ? CheckShare(dir, world) : quick.Problem;
+            if (!world.Any(problem != null))
+            {
+                if (skipped.Count > 0)
+                    _log.Warning("Falling back to checkpoint {Checkpoint} because {Count} newer one(s) are incomplete or corrupt", Path.GetFileName(dir), skipped.Count);
+                return quick;
+            }
+            problem ??= "a file failed its sha256 checksum on another rank";
+            _log.Warning("Checkpoint {Checkpoint} is not usable: {Problem}", Path.GetFileName(dir), problem);
+            skipped.Add(new CheckpointCheck(dir, step, false, problem));
+        }
+        return null;
+    }
+
+    /// <summary>sha256 of this rank's share of a checkpoint's files against its manifest; the first mismatch, or null.</summary>
+    static string? CheckShare(string dir, TrainingWorld world)
+    {
+        try
+        {
+            var manifest = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, ManifestName)), CheckpointManifestJson.Default.CheckpointManifest)!;
+            var listed = manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal).Where((_, i) => i % world.Size == world.Rank).ToList();
+            var hashes = HashAll(listed.Select(f => Path.Combine(dir, f.Key)).ToList(), fsyncFirst: false);
+            for (int i = 0; i < listed.Count; i++)
+                if (hashes[i] != listed[i].Value.Sha256) return $"{listed[i].Key} fails its sha256 checksum";
+            return null;
+        }
+        catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException)
+        {
+            return e.Message; // vanished or unreadable between the quick check and hashing
+        }
     }
 
     /// <summary>

@@ -150,6 +150,7 @@ public static class ConfigLoader
         Check(c.MaxBadSteps >= 1, "max_bad_steps must be >= 1");
         Check(c.LogInterval >= 1, "log_interval must be >= 1");
         Check(c.Threads >= 0, "threads must be >= 0");
+        Check(ParallelSection.Strategies.Contains(c.Parallel.Strategy), $"parallel.strategy must be one of {string.Join(", ", ParallelSection.Strategies)}, not '{c.Parallel.Strategy}'");
         Check(c.Model.InitFrom is not null || c.Model.Arch is not null, "model.init_from (HF folder) or model.arch (random init) must be set");
         Check(c.Model.InitStd > 0, "model.init_std must be > 0");
         Check(c.Data.Datasets.Count > 0, "data.datasets must list at least one prepared dataset");

@@ -36,6 +36,8 @@ public sealed record TrainConfig
     public long? MaxTokens { get; set; }
     public EvalSection Eval { get; set; } = new();
     public CheckpointSection Checkpoint { get; set; } = new();
+    /// <summary>How the step is spread over ranks when the job has several (mellama launch, torchrun or srun); ignored on one rank.</summary>
+    public ParallelSection Parallel { get; set; } = new();
     /// <summary>Stop after this many optimizer steps in a row had a non-finite loss or gradient.</summary>
     public int MaxBadSteps { get; set; } = 5;
     /// <summary>Write a metrics line every N steps.</summary>
@@ -121,6 +123,21 @@ public sealed record CheckpointSection
     public int Interval { get; set; } = 500;
     /// <summary>Keep this many newest complete checkpoints (never fewer than one good one).</summary>
     public int KeepLast { get; set; } = 3;
+    /// <summary>Save when a run completes. False suits throughput benchmarks, where a 13B/70B final save costs minutes;
+    /// preemption, the wall-clock budget and divergence always save.</summary>
+    public bool SaveFinal { get; set; } = true;
+}
+
+public sealed record ParallelSection
+{
+    /// <summary>Names of <see cref="Strategy"/> values, as written in recipes.</summary>
+    public static readonly IReadOnlyList<string> Strategies = ["full_shard", "shard_grad_op", "no_shard"];
+
+    /// <summary>
+    /// With more than one rank: "full_shard" (ZeRO-3: parameters, gradients and AdamW state sharded), "shard_grad_op"
+    /// (ZeRO-2: gradients and optimizer state sharded, parameters kept whole) or "no_shard" (plain data parallel).
+    /// </summary>
+    public string Strategy { get; set; } = "full_shard";
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,

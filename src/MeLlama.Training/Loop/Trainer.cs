@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using MeLlama.Core.IO;
+using MeLlama.Distributed;
 using MeLlama.Model;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Config;
@@ -15,9 +16,13 @@ using static TorchSharp.torch;
 namespace MeLlama.Training.Loop;
 
 /// <summary>
-/// The continual-pretraining loop on one process: resume from the newest good checkpoint, draw micro-batches from
-/// the blended stream, step through <see cref="ITrainStep"/>, evaluate held-out sets, checkpoint, and stop cleanly on
-/// preemption signals, a wall-clock budget, the step/token budget or repeated non-finite steps.
+/// The continual-pretraining loop: resume from the newest good checkpoint, draw micro-batches from the blended stream,
+/// step through <see cref="ITrainStep"/>, evaluate held-out sets, checkpoint, and stop cleanly on preemption signals,
+/// a wall-clock budget, the step/token budget or repeated non-finite steps.
+/// <para>On several ranks (<see cref="TrainerOptions.World"/>) every rank runs this loop in lockstep: each draws its
+/// partition of the global batch, the sharded engine reduces loss and gradients, every stop decision is taken on values
+/// reduced across ranks, checkpoints are written by all ranks together (<see cref="CheckpointStore.SaveCoordinated"/>),
+/// and only rank 0 writes metrics, TensorBoard events and the progress line.</para>
 /// </summary>
 public sealed class Trainer
 {
@@ -54,15 +59,19 @@ public sealed class Trainer
     public TrainOutcome Run()
     {
         var c = _config;
+        var world = _options.World ?? TrainingWorld.Single();
         var wall = Stopwatch.StartNew();
         var startUtc = DateTime.UtcNow;
-        torch.set_num_threads(c.Threads > 0 ? c.Threads : Environment.ProcessorCount);
+        torch.set_num_threads(world.IsDistributed ? world.Threads(c.Threads) : c.Threads > 0 ? c.Threads : Environment.ProcessorCount);
         torch.manual_seed(unchecked((long)c.Seed));
-        var device = ModelFactory.ResolveDevice(c.Device);
+        var device = TrainingWorld.ResolveDevice(c.Device, world.Environment);
         var dtype = ModelFactory.ComputeDtype(c.Precision);
+        // A rank started with other overrides would train something else while exchanging gradients with the rest.
+        world.RequireSame("the resolved recipe", ConfigLoader.ToJson(c));
         Directory.CreateDirectory(c.RunDir);
-        var store = new CheckpointStore(c.RunDir, _log);
-        store.CleanTemporaries();
+        var store = new CheckpointStore(c.RunDir, world.IsRoot ? _log : Serilog.Core.Logger.None);
+        // Only rank 0 removes leftovers: their owner's pid can only be checked on its own node.
+        if (world.IsRoot) store.CleanTemporaries();
 
         // ---- where to start
         CheckpointCheck? resumeFrom = null;
@@ -70,8 +79,9 @@ public sealed class Trainer
         var existing = store.List();
         if (_options.Resume)
         {
-            resumeFrom = store.FindLatestGood(out var skipped);
-            if (resumeFrom == null && existing.Count > 0)
+            // All ranks verify together (rank 0's candidate list, the hashing split across ranks) and agree on one step.
+            resumeFrom = store.FindLatestGood(world, out var skipped);
+            if (resumeFrom == null && existing.Count > 0 && world.IsRoot)
                 _log.Warning("Run folder {RunDir} has {Count} checkpoint folder(s) but none is complete; starting from scratch", c.RunDir, existing.Count);
             if (resumeFrom != null)
             {
@@ -107,41 +117,46 @@ public sealed class Trainer
         var mc = model.Config;
         if (_options.Data.TokenizerVocabSize is { } dataVocab && dataVocab > mc.VocabSize)
             throw new ConfigError($"the datasets were tokenized with a {dataVocab}-id vocabulary but the model has only {mc.VocabSize} embeddings");
-        int accum = GradAccumSteps(c);
-        long tokensPerStep = (long)c.SeqLen * c.MicroBatch * accum;
+        // Global batch = ranks × micro_batch × grad_accum sequences; each rank draws its own micro_batch block of it.
+        int accum = GradAccumSteps(c, world.Size);
+        long tokensPerStep = (long)c.SeqLen * c.MicroBatch * accum * world.Size;
         long totalSteps = TotalSteps(c, tokensPerStep);
         var schedule = CosineSchedule.Create(c.Optimizer.Lr, c.Schedule.MinLr, c.Schedule.MinLrRatio, c.Schedule.WarmupRatio, totalSteps);
-        using var engine = new SingleProcessTrainStep(model, new TrainStepOptions(c.Optimizer.Beta1, c.Optimizer.Beta2, c.Optimizer.Eps,
-            c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing));
+        // One process continuing a sharded checkpoint (e.g. 8 GPUs → 1 for a quick look) needs the engine that reads shards.
+        using var singleRankComm = !world.IsDistributed && resumeFrom != null && StepEngines.IsSharded(resumeFrom.Dir) ? new SingleProcessCollectives() : null;
+        if (singleRankComm != null) _log.Information("{Checkpoint} is sharded: continuing with the sharded engine on one rank", resumeFrom!.Dir);
+        using var engine = StepEngines.Create(model, new TrainStepOptions(c.Optimizer.Beta1, c.Optimizer.Beta2, c.Optimizer.Eps,
+            c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing), world, c.Parallel.Strategy, singleRankComm);
         if (resumeFrom != null && state != null)
         {
             engine.LoadState(resumeFrom.Dir, state.OptimizerSteps);
             RestoreRng(resumeFrom.Dir);
         }
-        else if (dtype != ScalarType.Float32)
+        else if (dtype != ScalarType.Float32 && engine is SingleProcessTrainStep single)
         {
             // Master weights from full precision, not from the bf16 compute copy.
             if (c.Model.InitFrom is { } hfDir)
             {
                 using var hfWeights = SafeTensorsCheckpoint.Open(hfDir);
-                engine.LoadMasterWeights(name => hfWeights.ReadTensor(name, ScalarType.Float32, device));
+                single.LoadMasterWeights(name => hfWeights.ReadTensor(name, ScalarType.Float32, device));
             }
             else
             {
                 using var fp32 = ModelFactory.RandomInit(mc, device, ScalarType.Float32, c.Seed);
                 var reference = fp32.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
-                engine.LoadMasterWeights(name => reference[name].alias());
+                single.LoadMasterWeights(name => reference[name].alias());
             }
         }
         long matmulParams = ModelFactory.MatmulParameters(mc);
         double flopsPerToken = Throughput.TrainFlopsPerToken(matmulParams, mc.NumLayers, mc.HiddenSize, c.SeqLen);
         _log.Information("Model: {Params:N0} parameters ({Layers} layers, d={Hidden}, vocab {Vocab}), {Precision} on {Device}; " +
-                         "{Accum} × {Micro} × {SeqLen} = {TokensPerStep:N0} tokens/step, {TotalSteps} steps, threads {Threads}",
-            mc.ParameterCount(), mc.NumLayers, mc.HiddenSize, mc.VocabSize, c.Precision, device.ToString(), accum, c.MicroBatch, c.SeqLen,
-            tokensPerStep, totalSteps, torch.get_num_threads());
+                         "{Ranks} × {Accum} × {Micro} × {SeqLen} = {TokensPerStep:N0} tokens/step, {TotalSteps} steps, threads {Threads}{Sharding}",
+            mc.ParameterCount(), mc.NumLayers, mc.HiddenSize, mc.VocabSize, c.Precision, device.ToString(), world.Size, accum, c.MicroBatch, c.SeqLen,
+            tokensPerStep, totalSteps, torch.get_num_threads(), world.IsDistributed ? $", {c.Parallel.Strategy} over {world.Size} ranks ({world.Comm!.Backend})" : "");
 
+        // Only rank 0 measures (the ranks of a node share its cores); MFU is then per device: global tokens/s ÷ ranks.
         double? peakFlops = null;
-        if (c.MeasurePeak)
+        if (c.MeasurePeak && world.IsRoot)
         {
             peakFlops = Throughput.MeasurePeakFlops(device, dtype);
             _log.Information("Measured device peak: {Peak:F1} GFLOP/s ({Dtype} matmul)", peakFlops / 1e9, dtype);
@@ -156,20 +171,21 @@ public sealed class Trainer
         double elapsedBefore = state?.ElapsedSeconds ?? 0;
         double Elapsed() => elapsedBefore + wall.Elapsed.TotalSeconds;
 
-        using var metrics = new MetricsLog(Path.Combine(c.RunDir, "metrics.jsonl"), step);
-        using var tensorboard = c.Tensorboard ? new TensorBoardLog(Path.Combine(c.RunDir, "tensorboard")) : null;
-        var progress = new ProgressLine(_options.Progress);
-        var firstEval = ReadFirstEval(metrics.Path);
+        // One copy of what describes the run as a whole: rank 0's.
+        using var metrics = world.IsRoot ? new MetricsLog(Path.Combine(c.RunDir, "metrics.jsonl"), step) : null;
+        using var tensorboard = c.Tensorboard && world.IsRoot ? new TensorBoardLog(Path.Combine(c.RunDir, "tensorboard")) : null;
+        var progress = new ProgressLine(_options.Progress && world.IsRoot);
+        var firstEval = metrics != null ? ReadFirstEval(metrics.Path) : [];
         var lastEval = new Dictionary<string, double>();
         string? lastCheckpoint = resumeFrom?.Dir;
         long lastSavedStep = resumeFrom != null ? step : -1;
         var saveTime = TimeSpan.Zero;
         var budget = _options.TimeLimit is { } limit ? new TimeBudget(limit, startUtc) : null;
-        AtomicFile.WriteAllText(Path.Combine(c.RunDir, "train_config.json"), ConfigLoader.ToJson(c));
+        if (world.IsRoot) AtomicFile.WriteAllText(Path.Combine(c.RunDir, "train_config.json"), ConfigLoader.ToJson(c));
 
         void Record(MetricRecord r)
         {
-            metrics.Write(r);
+            metrics?.Write(r);
             tensorboard?.Write(r);
         }
 
@@ -181,10 +197,23 @@ public sealed class Trainer
             foreach (var set in evalSets)
             {
                 var sums = new EvalSums();
-                foreach (var batch in set.Batches(c.MicroBatch, c.SeqLen, c.Eval.Batches))
+                var batches = set.Batches(c.MicroBatch, c.SeqLen, c.Eval.Batches).ToList();
+                // Held-out samples are dealt round-robin, so ranks can hold different batch counts; the sharded engine
+                // gathers parameters in every forward, so every rank runs as many forwards as the busiest one and
+                // ignores the results of its padding forwards.
+                long rounds = world.IsDistributed ? (long)world.Max(batches.Count)[0] : batches.Count;
+                for (int i = 0; i < rounds; i++)
                 {
-                    using var t = torch.tensor(batch, [batch.Length / (c.SeqLen + 1), c.SeqLen + 1]);
-                    sums += engine.Evaluate(t);
+                    using var t = i < batches.Count
+                        ? torch.tensor(batches[i], [batches[i].Length / (c.SeqLen + 1), c.SeqLen + 1])
+                        : torch.zeros([1, c.SeqLen + 1], ScalarType.Int64);
+                    var part = engine.Evaluate(t);
+                    if (i < batches.Count) sums += part;
+                }
+                if (world.IsDistributed)
+                {
+                    var total = world.Sum(sums.SumNll, sums.Tokens);
+                    sums = new EvalSums(total[0], (long)total[1]);
                 }
                 if (sums.Tokens == 0) continue;
                 double loss = sums.MeanLoss;
@@ -192,7 +221,7 @@ public sealed class Trainer
                 firstEval.TryAdd(set.Name, loss);
                 Record(new MetricRecord { Kind = "eval", Step = step, Tokens = tokens, Domain = set.Name, Loss = loss, Perplexity = Math.Exp(loss),
                     ElapsedSeconds = Elapsed(), Time = DateTimeOffset.UtcNow });
-                _log.Information("Eval step {Step} {Domain}: loss {Loss:F4} (ppl {Ppl:F2}, {Tokens:N0} tokens)", step, set.Name, loss, Math.Exp(loss), sums.Tokens);
+                if (world.IsRoot) _log.Information("Eval step {Step} {Domain}: loss {Loss:F4} (ppl {Ppl:F2}, {Tokens:N0} tokens)", step, set.Name, loss, Math.Exp(loss), sums.Tokens);
             }
             model.train();
         }
@@ -205,18 +234,18 @@ public sealed class Trainer
             {
                 Step = step, Tokens = tokens, OptimizerSteps = engine.OptimizerSteps, SkippedSteps = skippedTotal,
                 ConsecutiveBadSteps = consecutiveBad, TotalSteps = totalSteps, Sampler = source.State.DeepClone(), ElapsedSeconds = Elapsed(),
-                Precision = c.Precision, Reason = reason,
+                Precision = c.Precision, Reason = reason, WorldSize = world.Size,
                 Schedule = new ScheduleState { PeakLr = schedule.PeakLr, MinLr = schedule.MinLr, WarmupSteps = schedule.WarmupSteps, TotalSteps = schedule.TotalSteps },
             };
-            string dir = store.Save(step, tmp =>
+            // Every rank writes its part of the engine state into the shared folder; rank 0 the run's metadata.
+            string dir = store.SaveCoordinated(step, world, engine.SaveState, tmp =>
             {
-                engine.SaveState(tmp);
                 SaveRng(tmp);
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.TrainerState), JsonSerializer.Serialize(trainerState, TrainerStateJson.Default.TrainerState));
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.Config), ConfigLoader.ToJson(c));
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
             });
-            store.Prune(c.Checkpoint.KeepLast);
+            if (world.IsRoot) store.Prune(c.Checkpoint.KeepLast);
             saveTime = sw.Elapsed;
             lastCheckpoint = dir;
             lastSavedStep = step;
@@ -226,7 +255,7 @@ public sealed class Trainer
 
         TrainOutcome Finish(TrainEnd end, string reason, string message)
         {
-            if (lastSavedStep != step) Save(reason);
+            if (lastSavedStep != step && (end != TrainEnd.Completed || c.Checkpoint.SaveFinal)) Save(reason);
             progress.Break();
             return new TrainOutcome(end, step, tokens, lastCheckpoint, firstEval, lastEval, message);
         }
@@ -241,14 +270,20 @@ public sealed class Trainer
         var logTimer = Stopwatch.StartNew();
         while (step < totalSteps)
         {
-            if (_options.Signals?.Reason is { } signal)
+            // A signal or a nearly spent budget on any rank stops every rank at this same step (max over ranks).
+            string? localSignal = _options.Signals?.Reason;
+            bool localBudget = budget != null && recentStep > TimeSpan.Zero && budget.ShouldStop(DateTime.UtcNow, recentStep, saveTime);
+            var stop = world.Max(SignalCode(localSignal), localBudget ? 1 : 0);
+            if (stop[0] > 0)
             {
-                _log.Warning("Received {Signal}: saving at step {Step} and exiting with code {Code} so the job can be requeued", signal, step, Runtime.ExitCodes.Preempted);
+                string signal = SignalName((int)stop[0], localSignal);
+                string where = localSignal != null ? "" : " (on another rank)";
+                _log.Warning("Received {Signal}{Where}: saving at step {Step} and exiting with code {Code} so the job can be requeued", signal, where, step, Runtime.ExitCodes.Preempted);
                 return Finish(TrainEnd.Preempted, "preempted-" + signal.ToLowerInvariant(), $"stopped by {signal} at step {step}");
             }
-            if (budget != null && recentStep > TimeSpan.Zero && budget.ShouldStop(DateTime.UtcNow, recentStep, saveTime))
+            if (stop[1] > 0)
             {
-                _log.Warning("Wall-clock budget {Limit} nearly spent: saving at step {Step} and exiting with code {Code}", budget.Limit, step, Runtime.ExitCodes.Preempted);
+                _log.Warning("Wall-clock budget {Limit} nearly spent{Where}: saving at step {Step} and exiting with code {Code}", budget?.Limit, localBudget ? "" : " on another rank", step, Runtime.ExitCodes.Preempted);
                 return Finish(TrainEnd.TimeLimit, "time-limit", $"time limit reached at step {step}");
             }
 
@@ -268,8 +303,11 @@ public sealed class Trainer
             step++;
             tokens += tokensPerStep;
             recentStep = stepTimer.Elapsed;
+            // The engine reduces loss and gradient norm, so ranks should agree already; reducing the verdict makes the
+            // skip counters, and with them the divergence stop, identical on every rank by construction.
+            bool skippedStep = world.IsDistributed ? world.Any(result.Skipped) : result.Skipped;
 
-            if (result.Skipped)
+            if (skippedStep)
             {
                 skippedTotal++;
                 consecutiveBad++;
@@ -287,8 +325,8 @@ public sealed class Trainer
             else consecutiveBad = 0;
 
             double tokensPerSecond = tokensPerStep / Math.Max(recentStep.TotalSeconds, 1e-9);
-            double? mfu = peakFlops is { } peak ? tokensPerSecond * flopsPerToken / peak : null;
-            if (step % c.LogInterval == 0 || step == totalSteps)
+            double? mfu = peakFlops is { } peak ? tokensPerSecond * flopsPerToken / (peak * world.Size) : null;
+            if (world.IsRoot && (step % c.LogInterval == 0 || step == totalSteps))
             {
                 var record = new MetricRecord
                 {
@@ -314,6 +352,19 @@ public sealed class Trainer
         Evaluate();
         return Finish(TrainEnd.Completed, "final", $"finished {step} steps ({tokens:N0} tokens)");
     }
+
+    // Stop reasons travel between ranks as numbers (a max-reduction); the larger code wins when ranks got different signals.
+    static double SignalCode(string? reason) => reason switch
+    {
+        null => 0,
+        "SIGTERM" => 4,
+        "SIGUSR1" => 3,
+        "SIGINT" => 2,
+        _ => 1, // a request from inside the process (tests, library callers)
+    };
+
+    static string SignalName(int code, string? local) =>
+        local != null && SignalCode(local) == code ? local : code switch { 4 => "SIGTERM", 3 => "SIGUSR1", 2 => "SIGINT", _ => "stop" };
 
     static Dictionary<string, double> ReadFirstEval(string metricsPath)
     {

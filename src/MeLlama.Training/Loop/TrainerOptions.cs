@@ -19,6 +19,11 @@ public sealed record TrainerOptions
     public bool Progress { get; init; }
     /// <summary>Tokenizer vocabulary size (random init without an explicit vocab_size).</summary>
     public int? TokenizerVocab { get; init; }
+    /// <summary>
+    /// The ranks this run is spread over (null: one process). The data provider must already be opened for this rank's
+    /// partition (e.g. <c>new PreparedDataProvider(data, world.Rank, world.Size)</c>).
+    /// </summary>
+    public TrainingWorld? World { get; init; }
     /// <summary>Test hook: called after each completed optimizer step with the step number.</summary>
     public Action<long>? AfterStep { get; init; }
 }

@@ -1,0 +1,48 @@
+using MeLlama.Distributed;
+using MeLlama.Model;
+using MeLlama.Training.Config;
+using MeLlama.Training.Engine;
+using MeLlama.Training.Engine.Sharded;
+
+namespace MeLlama.Training.Loop;
+
+/// <summary>
+/// Picks the step engine for a run: one process → <see cref="SingleProcessTrainStep"/>; several ranks → the FSDP engine.
+/// One process resuming a sharded checkpoint also gets the FSDP engine (over a one-rank communicator), because only it
+/// reads and re-slices the per-rank shard files.
+/// </summary>
+public static class StepEngines
+{
+    /// <summary>Written by rank 0 of the sharded engine into every sharded checkpoint.</summary>
+    public const string ShardingMetadata = "sharding.json";
+
+    /// <summary>True when <paramref name="checkpointDir"/> was written by the sharded engine (per-rank shards, no model.safetensors).</summary>
+    public static bool IsSharded(string checkpointDir) => File.Exists(Path.Combine(checkpointDir, ShardingMetadata));
+
+    /// <summary>
+    /// The engine for <paramref name="world"/>. <paramref name="strategy"/> is the recipe's <c>parallel.strategy</c>
+    /// (validated by <see cref="ConfigLoader"/>); it is the one place that maps recipe names to engine strategies.
+    /// <paramref name="singleRankComm"/> is the communicator of a one-process run that must use the sharded engine
+    /// (resuming a sharded checkpoint); null otherwise.
+    /// </summary>
+    public static ITrainStep Create(LlamaForCausalLM model, TrainStepOptions options, TrainingWorld world, string strategy, ICollectives? singleRankComm = null)
+    {
+        if (!world.IsDistributed && singleRankComm is null) return new SingleProcessTrainStep(model, options);
+        var comm = world.IsDistributed ? world.Comm! : singleRankComm!;
+        try
+        {
+            return strategy switch
+            {
+                "full_shard" => new FsdpTrainStep(model, comm, options),
+                "shard_grad_op" or "no_shard" => throw new ConfigError(
+                    $"parallel.strategy={strategy} is not available in this build: its sharded engine supports full_shard only"),
+                _ => throw new ConfigError($"parallel.strategy '{strategy}' is not one of {string.Join(", ", ParallelSection.Strategies)}"),
+            };
+        }
+        catch (NotSupportedException e)
+        {
+            // The engine refuses model shapes it cannot shard (tied embeddings, non-fp32 parameters): a recipe problem.
+            throw new ConfigError($"sharded training ({strategy}, {comm.WorldSize} rank(s)) cannot train this recipe: {e.Message}");
+        }
+    }
+}
