@@ -85,7 +85,17 @@ public class FsdpTrainStepTests
     public void FreeAfterUseHoldsAboutOneNthOfSingleProcessState(int world)
     {
         long parameterCount = Tiny.ParameterCount();
-        long singleBytes = 4L * sizeof(float) * parameterCount; // weights + gradients + exp_avg + exp_avg_sq, fp32
+        long singleBytes;
+        using (var scope = NewDisposeScope())
+        {
+            // Single process after a step: fp32 weights, their gradients, exp_avg and exp_avg_sq, counted from the tensors.
+            using var model = new LlamaForCausalLM(Tiny, seed: Seed);
+            using var engine = new SingleProcessTrainStep(model, Options);
+            engine.Step(RankBatch(0, 0, 1), Lr(0));
+            singleBytes = model.parameters().Sum(p => p.numel() * p.ElementSize + (p.grad is { } g ? g.numel() * g.ElementSize : 0))
+                + engine.OptimizerStateTensors().Sum(t => t.Tensor.numel() * t.Tensor.ElementSize);
+        }
+        Assert.Equal(4L * sizeof(float) * parameterCount, singleBytes);
         var freed = new long[world];
         var kept = new long[world];
         InProcessRanks.Run(world, comm =>
