@@ -2,12 +2,13 @@ using MeLlama.Model;
 using MeLlama.Training.Engine;
 using MeLlama.Training.Engine.Sharded;
 using static TorchSharp.torch;
+using Xunit.Abstractions;
 using static MeLlama.Training.Tests.Sharded.TinyRun;
 
 namespace MeLlama.Training.Tests.Sharded;
 
 /// <summary>The FSDP engine (every strategy) against the single-process engine on the same global batch.</summary>
-public class FsdpTrainStepTests
+public class FsdpTrainStepTests(ITestOutputHelper output)
 {
     const int Steps = 10;
 
@@ -128,6 +129,7 @@ public class FsdpTrainStepTests
                 else kept[comm.Rank] = Measure(model, engine);
             }
         });
+        output.WriteLine($"single process: {singleBytes} B; {world} ranks, free after use: {string.Join(", ", freed)} B; keeping full-size parameters: {string.Join(", ", kept)} B");
         int units = Tiny.NumLayers + 2;
         long paddingSlack = 4L * sizeof(float) * units * world;
         for (int r = 0; r < world; r++)
