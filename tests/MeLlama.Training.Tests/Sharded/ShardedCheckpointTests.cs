@@ -116,6 +116,26 @@ public class ShardedCheckpointTests
         AssertLossesMatch(straight.Skip(SaveAt).ToList(), continued, "single process, resumed vs uninterrupted");
     }
 
+    [Fact]
+    public void SingleProcessCheckpointContinuesOnThreeRanks()
+    {
+        using var tmp = new TempDir();
+        var (straight, _) = RunSingle(0, Steps);
+        using (var scope = NewDisposeScope())
+        {
+            using var model = new LlamaForCausalLM(Tiny, seed: Seed);
+            using var engine = new SingleProcessTrainStep(model, Options);
+            for (int s = 0; s < SaveAt; s++)
+            {
+                using var stepScope = NewDisposeScope();
+                engine.Step(GlobalBatch(s), Lr(s));
+            }
+            engine.SaveState(tmp.Path);
+        }
+        Assert.False(ShardedCheckpoint.IsSharded(tmp.Path));
+        AssertLossesMatch(straight.Skip(SaveAt).ToList(), Resume(tmp.Path, 3, ShardingStrategy.FullShard), "single process → 3 ranks");
+    }
+
     /// <summary>A checkpoint folder as the trainer lays it out (configs + engine files + manifest), for the exporter.</summary>
     static string WriteCheckpoint(string runDir, long step, Action<string> writeEngineFiles)
     {

@@ -37,7 +37,8 @@ public sealed partial class ShardingMetadataJson : JsonSerializerContext;
 /// size, whatever the strategy, so a no-shard run's checkpoint is read exactly like a full-shard one.
 /// Loading re-slices for any world size by reading, per unit, only the byte ranges of the old slices that overlap
 /// the new rank's slice (memory: this rank's own state, no extra full buffers); <see cref="Consolidate"/>
-/// rebuilds one unit at a time and hands out full tensors with HF names (for export).
+/// rebuilds one unit at a time and hands out full tensors with HF names (for export). A single-process
+/// checkpoint (<c>model.safetensors</c> + <c>optimizer.safetensors</c>) loads too, each rank reading its part.
 /// </summary>
 public static class ShardedCheckpoint
 {
@@ -110,6 +111,11 @@ public static class ShardedCheckpoint
     /// </summary>
     public static void Load(string dir, IReadOnlyList<FlatParameterUnit> units)
     {
+        if (!IsSharded(dir) && File.Exists(Path.Combine(dir, CheckpointFiles.Model)))
+        {
+            LoadSingleProcess(dir, units);
+            return;
+        }
         var meta = ReadMetadata(dir);
         var saved = meta.Units.ToDictionary(u => u.Name);
         foreach (var unit in units)
@@ -131,6 +137,38 @@ public static class ShardedCheckpoint
             model.ReadRange(unit.Name, s, unit.OwnedOffset, unit.Master);
             optim.ReadRange("exp_avg." + unit.Name, s, unit.OwnedOffset, unit.ExpAvg);
             optim.ReadRange("exp_avg_sq." + unit.Name, s, unit.OwnedOffset, unit.ExpAvgSq);
+        }
+    }
+
+    /// <summary>
+    /// Fills the units from a single-process checkpoint (<see cref="CheckpointFiles.Model"/> and
+    /// <see cref="CheckpointFiles.Optimizer"/> with HF names), reading only the parts of each tensor this rank owns:
+    /// a run started on one process continues sharded.
+    /// </summary>
+    static void LoadSingleProcess(string dir, IReadOnlyList<FlatParameterUnit> units)
+    {
+        using var model = SafeTensorsReader.Open(Path.Combine(dir, CheckpointFiles.Model));
+        string optimizerPath = Path.Combine(dir, CheckpointFiles.Optimizer);
+        if (!File.Exists(optimizerPath)) throw new FileNotFoundException($"checkpoint {dir} has {CheckpointFiles.Model} but no {CheckpointFiles.Optimizer}", optimizerPath);
+        using var optim = SafeTensorsReader.Open(optimizerPath);
+        using var _ = no_grad();
+        foreach (var unit in units)
+        {
+            foreach (var (prefix, reader, target) in new[] { ("", model, unit.Master), ("exp_avg.", optim, unit.ExpAvg), ("exp_avg_sq.", optim, unit.ExpAvgSq) })
+            {
+                target.zero_(); // padding
+                foreach (var segment in unit.Segments)
+                {
+                    string name = prefix + segment.Name;
+                    var entry = reader.Entry(name);
+                    if (!entry.Shape.SequenceEqual(segment.Shape))
+                        throw new InvalidDataException($"checkpoint {dir}: {name} is {entry.ShapeText}, the model's is [{string.Join(", ", segment.Shape)}]");
+                    long a = Math.Max(segment.Offset, unit.OwnedOffset), b = Math.Min(segment.Offset + segment.Numel, unit.OwnedOffset + unit.OwnedNumel);
+                    if (a >= b) continue;
+                    using var part = target.narrow(0, a - unit.OwnedOffset, b - a);
+                    reader.ReadSlice(name, a - segment.Offset, part);
+                }
+            }
         }
     }
 
