@@ -120,6 +120,9 @@ public class FsdpTrainStepTests(ITestOutputHelper output)
                 if (free)
                 {
                     Assert.All(model.parameters(), p => Assert.Equal(0, p.numel()));
+                    engine.Units[1].Gather(); // while a unit is in use its parameters view one gathered (padded) buffer
+                    Assert.Equal(engine.Units[1].Layout.PaddedNumel * sizeof(float), engine.ParameterStorageBytes);
+                    engine.Units[1].Release();
                     freed[comm.Rank] = Measure(model, engine);
                     // Still usable after the release: evaluation gathers and releases again.
                     using var evalScope = NewDisposeScope();

@@ -77,15 +77,10 @@ public sealed class FlatParameterUnit : IDisposable
     /// <summary>Bytes of master weights, gradient and two moments this rank holds for the unit.</summary>
     public long OwnedStateBytes => 4 * OwnedNumel * sizeof(float);
 
-    /// <summary>Bytes of storage the module's parameters currently point at (storage shared by several counts once).</summary>
-    public long ParameterStorageBytes
-    {
-        get
-        {
-            if (_freeAfterUse) return IsGathered ? Layout.PaddedNumel * sizeof(float) : _slots.Sum(s => ParameterStorage.StorageBytes(s.Param));
-            return _slots.Sum(s => ParameterStorage.StorageBytes(s.Param));
-        }
-    }
+    /// <summary>Bytes of storage the module's parameters currently point at, measured (0 for a released unit).</summary>
+    public long ParameterStorageBytes => _freeAfterUse
+        ? _slots.Select(s => ParameterStorage.StorageBytes(s.Param)).DefaultIfEmpty().Max() // views of one gathered buffer
+        : _slots.Sum(s => ParameterStorage.StorageBytes(s.Param));
 
     /// <summary>Makes the module's parameters hold the current master weights (all-gathering the slices when sharded).</summary>
     public void Gather()
