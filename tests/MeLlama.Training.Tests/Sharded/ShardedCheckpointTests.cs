@@ -90,15 +90,18 @@ public class ShardedCheckpointTests
         AssertLossesMatch(uninterrupted.Skip(SaveAt).ToList(), resumed, $"resumed on {resumeWorld} ranks ({strategy})");
     }
 
-    [Fact]
-    public void ThreeRankCheckpointWithPaddingResumesOnTwoRanks()
+    [Theory]
+    [InlineData("full_shard")]
+    [InlineData("no_shard")] // each rank writes its slice of the full buffer it holds
+    public void ThreeRankCheckpointWithPaddingResumesOnTwoRanks(string savedWith)
     {
         using var tmp = new TempDir();
         var (uninterrupted, _) = RunSharded(2, Steps);
-        RunSharded(3, SaveAt, tmp.Path);
+        RunSharded(3, SaveAt, tmp.Path, ShardingStrategies.Parse(savedWith));
         var meta = ShardedCheckpoint.ReadMetadata(tmp.Path);
+        Assert.Equal(savedWith, meta.Strategy);
         Assert.Contains(meta.Units, u => u.PaddedNumel > u.Numel); // uneven split: padding is skipped on load
-        AssertLossesMatch(uninterrupted.Skip(SaveAt).ToList(), Resume(tmp.Path, 2, ShardingStrategy.FullShard), "3 → 2 ranks");
+        AssertLossesMatch(uninterrupted.Skip(SaveAt).ToList(), Resume(tmp.Path, 2, ShardingStrategy.FullShard), $"3 ranks ({savedWith}) → 2 ranks");
     }
 
     [Fact]
