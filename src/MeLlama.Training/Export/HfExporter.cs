@@ -13,7 +13,8 @@ namespace MeLlama.Training.Export;
 /// <summary>
 /// Turns a training checkpoint into a Hugging Face model folder (config.json, generation_config.json, safetensors
 /// with index when sharded, tokenizer files) that MeLlama's score/instruction-tuning commands and transformers/vLLM
-/// load. Single-process and sharded (FSDP, any world size) checkpoints are both accepted. The checkpoint is verified first; the folder is written under a temporary name and renamed into place.
+/// load. Single-process and sharded (FSDP, any world size) checkpoints are both accepted. The checkpoint is verified
+/// first; the folder is written under a temporary name and renamed into place.
 /// </summary>
 public static class HfExporter
 {

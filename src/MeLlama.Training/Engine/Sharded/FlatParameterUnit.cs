@@ -24,6 +24,7 @@ public sealed class FlatParameterUnit : IDisposable
     readonly ICollectives _comm;
     readonly bool _sharded;
     readonly bool _freeAfterUse;
+    readonly Device _device;
 
     public string Name { get; }
     /// <summary>How the unit's flat buffer splits over the world (also the layout of sharded checkpoints, whatever the strategy).</summary>
@@ -49,6 +50,7 @@ public sealed class FlatParameterUnit : IDisposable
         _comm = comm;
         _sharded = strategy != ShardingStrategy.NoShard;
         _freeAfterUse = freeAfterUse;
+        _device = parameters.Count > 0 ? parameters[0].Param.device : CPU; // flat buffers live with the parameters (NCCL needs CUDA tensors)
         long offset = 0;
         foreach (var (n, p) in parameters)
         {
@@ -61,12 +63,12 @@ public sealed class FlatParameterUnit : IDisposable
         OwnedNumel = _sharded ? Layout.ShardNumel : Layout.Numel;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var flat = zeros(Layout.PaddedNumel);
+        var flat = zeros(Layout.PaddedNumel, device: _device);
         foreach (var s in _slots) flat.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(s.Param.reshape(-1));
         Master = flat.narrow(0, OwnedOffset, OwnedNumel).clone().MoveToOuterDisposeScope();
-        Grad = zeros(OwnedNumel).MoveToOuterDisposeScope();
-        ExpAvg = zeros(OwnedNumel).MoveToOuterDisposeScope();
-        ExpAvgSq = zeros(OwnedNumel).MoveToOuterDisposeScope();
+        Grad = zeros(OwnedNumel, device: _device).MoveToOuterDisposeScope();
+        ExpAvg = zeros(OwnedNumel, device: _device).MoveToOuterDisposeScope();
+        ExpAvgSq = zeros(OwnedNumel, device: _device).MoveToOuterDisposeScope();
         IsGathered = true;
         if (_freeAfterUse) Release();
     }
@@ -93,7 +95,7 @@ public sealed class FlatParameterUnit : IDisposable
             IsGathered = true;
             return;
         }
-        var full = empty(Layout.PaddedNumel);
+        var full = empty(Layout.PaddedNumel, device: _device);
         _comm.AllGather(Master, full);
         foreach (var s in _slots)
         {
@@ -113,7 +115,7 @@ public sealed class FlatParameterUnit : IDisposable
     {
         if (!_freeAfterUse || !IsGathered) return;
         using var scope = NewDisposeScope();
-        var none = empty(0);
+        var none = empty(0, device: _device);
         foreach (var s in _slots)
         {
             if (s.Param.grad is not null) s.Param.grad = null; // assigning null to a null grad crashes TorchSharp 0.107
@@ -131,7 +133,7 @@ public sealed class FlatParameterUnit : IDisposable
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var full = zeros(_sharded ? Layout.PaddedNumel : Layout.Numel);
+        var full = zeros(_sharded ? Layout.PaddedNumel : Layout.Numel, device: _device);
         foreach (var s in _slots)
         {
             if (s.Param.grad is { } g) full.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(g.reshape(-1));
@@ -142,7 +144,7 @@ public sealed class FlatParameterUnit : IDisposable
             Grad.add_(full);
             return;
         }
-        var mine = empty(Layout.ShardNumel);
+        var mine = empty(Layout.ShardNumel, device: _device);
         _comm.ReduceScatter(full, mine, ReduceOp.Sum);
         Grad.add_(mine);
     }

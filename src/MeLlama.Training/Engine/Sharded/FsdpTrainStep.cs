@@ -112,7 +112,7 @@ public sealed class FsdpTrainStep : ITrainStep
 
     double AllReduceSum(double value)
     {
-        using var t = tensor(new[] { value }, ScalarType.Float64);
+        using var t = tensor(new[] { value }, ScalarType.Float64, device: _model.Device);
         _comm.AllReduce(t, ReduceOp.Sum);
         return t.item<double>();
     }

@@ -82,7 +82,7 @@ public static class ShardedCheckpoint
     {
         long lo = unit.Layout.ShardOffset(rank), n = unit.Layout.ShardNumel;
         if (unit.OwnedOffset == lo && unit.OwnedNumel == n) return owned;
-        var slice = zeros(n);
+        var slice = zeros(n, device: owned.device);
         long a = Math.Max(lo, unit.OwnedOffset), b = Math.Min(lo + n, unit.OwnedOffset + unit.OwnedNumel);
         if (a < b) slice.narrow(0, a - lo, b - a).copy_(owned.narrow(0, a - unit.OwnedOffset, b - a));
         return slice;
