@@ -118,7 +118,7 @@ public sealed class FlatParameterUnit : IDisposable
         var none = empty(0, device: _device);
         foreach (var s in _slots)
         {
-            if (s.Param.grad is not null) s.Param.grad = null; // assigning null to a null grad crashes TorchSharp 0.107
+            if (s.Param.grad is not null) s.Param.grad = null;
             ParameterStorage.Set(s.Param, none);
         }
         IsGathered = false;
@@ -137,7 +137,7 @@ public sealed class FlatParameterUnit : IDisposable
         foreach (var s in _slots)
         {
             if (s.Param.grad is { } g) full.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(g.reshape(-1));
-            if (s.Param.grad is not null) s.Param.grad = null; // assigning null to a null grad crashes TorchSharp 0.107
+            if (s.Param.grad is not null) s.Param.grad = null;
         }
         if (!_sharded)
         {
