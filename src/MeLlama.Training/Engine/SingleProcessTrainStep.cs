@@ -33,6 +33,9 @@ public sealed class SingleProcessTrainStep : ITrainStep
     public LlamaForCausalLM Model => _model;
     public long OptimizerSteps => _optimizer.StepCount;
 
+    /// <summary>AdamW moments (<c>exp_avg.NAME</c>, <c>exp_avg_sq.NAME</c>), e.g. to measure optimizer memory.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> OptimizerStateTensors() => _optimizer.StateTensors();
+
     public StepResult Step(IReadOnlyList<Tensor> microBatches, double lr)
     {
         if (microBatches.Count == 0) throw new ArgumentException("no micro-batches", nameof(microBatches));

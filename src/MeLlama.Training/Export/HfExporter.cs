@@ -5,6 +5,7 @@ using MeLlama.Tokenization;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Config;
 using MeLlama.Training.Engine;
+using MeLlama.Training.Engine.Sharded;
 using static TorchSharp.torch;
 
 namespace MeLlama.Training.Export;
@@ -12,7 +13,8 @@ namespace MeLlama.Training.Export;
 /// <summary>
 /// Turns a training checkpoint into a Hugging Face model folder (config.json, generation_config.json, safetensors
 /// with index when sharded, tokenizer files) that MeLlama's score/instruction-tuning commands and transformers/vLLM
-/// load. The checkpoint is verified first; the folder is written under a temporary name and renamed into place.
+/// load. Single-process and sharded (FSDP, any world size) checkpoints are both accepted. The checkpoint is verified
+/// first; the folder is written under a temporary name and renamed into place.
 /// </summary>
 public static class HfExporter
 {
@@ -31,9 +33,7 @@ public static class HfExporter
             throw new InvalidDataException($"tokenizer {tokenizer.Name} has {tokenizer.VocabSize} ids but the model only {config.VocabSize}");
 
         using var scope = NewDisposeScope();
-        var tensors = new List<(string Name, Tensor Tensor)>();
-        using (var reader = SafeTensorsReader.Open(Path.Combine(dir, CheckpointFiles.Model)))
-            foreach (var entry in reader.Header.EntriesInFileOrder) tensors.Add((entry.Name, reader.ReadTensor(entry.Name, ScalarType.Float32)));
+        var tensors = ReadWeights(dir);
         var exportInfo = JsonSerializer.Serialize(new Dictionary<string, object>
         {
             ["checkpoint"] = Path.GetFullPath(dir), ["step"] = check.Step, ["dtype"] = dtype.ToString(), ["tokenizer"] = tokenizer?.Name ?? "(none)",
@@ -47,6 +47,19 @@ public static class HfExporter
         if (tokenizer == null) log.Warning("No tokenizer known for this run: {Out} has no tokenizer files (pass --tokenizer)", full);
         log.Information("Exported {Checkpoint} (step {Step}) to {Out} as {Dtype}", dir, check.Step, full, dtype);
         return full;
+    }
+
+    /// <summary>
+    /// fp32 weights with HF names from a checkpoint folder: <c>model.safetensors</c> (single-process engine), or the
+    /// per-rank slices of a sharded (FSDP) checkpoint consolidated one unit at a time (<see cref="ShardedCheckpoint"/>).
+    /// </summary>
+    public static List<(string Name, Tensor Tensor)> ReadWeights(string dir)
+    {
+        if (ShardedCheckpoint.IsSharded(dir)) return ShardedCheckpoint.ReadConsolidated(dir);
+        var tensors = new List<(string Name, Tensor Tensor)>();
+        using var reader = SafeTensorsReader.Open(Path.Combine(dir, CheckpointFiles.Model));
+        foreach (var entry in reader.Header.EntriesInFileOrder) tensors.Add((entry.Name, reader.ReadTensor(entry.Name, ScalarType.Float32)));
+        return tensors;
     }
 
     /// <summary>A checkpoint folder as given, or a run folder's newest good checkpoint.</summary>

@@ -6,11 +6,19 @@ using TorchSharp;
 
 namespace MeLlama.Training.Tests.Sharded;
 
-/// <summary>One rank per thread, each with its own TCP communicator over loopback and a shared authenticated store.</summary>
+/// <summary>One rank per thread (one rank: the single-process backend on the calling thread), each with its own TCP communicator over loopback and a shared authenticated store.</summary>
 static class InProcessRanks
 {
     public static void Run(int worldSize, Action<ICollectives> body)
     {
+        if (worldSize == 1)
+        {
+            // The TCP ring needs two ranks; one rank runs on the calling thread over the single-process backend.
+            using var scope = torch.NewDisposeScope();
+            using var single = new SingleProcessCollectives();
+            body(single);
+            return;
+        }
         var options = new CollectivesOptions
         {
             Timeout = TimeSpan.FromSeconds(60),

@@ -5,82 +5,158 @@ using static TorchSharp.torch;
 
 namespace MeLlama.Training.Engine.Sharded;
 
+/// <summary>One parameter inside a unit's flat buffer: elements [Offset, Offset + Numel).</summary>
+public sealed record FlatSegment(string Name, long[] Shape, long Offset, long Numel);
+
 /// <summary>
 /// One FSDP unit (the embedding, one decoder block, or final norm + head): its parameters viewed as one flat
-/// fp32 buffer padded to a multiple of the world size (<see cref="ShardLayout"/>). This rank owns the fp32 master
-/// slice, the gradient slice and the AdamW moments of that slice only. The module's own parameter tensors are the
-/// compute buffers: <see cref="Gather"/> fills them from every rank's slice before the unit runs.
+/// fp32 buffer padded to a multiple of the world size (<see cref="Layout"/>). A sharded unit owns the fp32 master
+/// slice, the gradient slice and the AdamW moments of rank r's slice only; a no-shard unit owns all of them.
+/// The module's own parameter tensors are the compute buffers: <see cref="Gather"/> fills them before the unit runs.
+/// With <c>freeAfterUse</c> the parameters are instead pointed at views of the gathered flat buffer and, after
+/// <see cref="Release"/>, at an empty tensor, so between uses the unit holds no full-size parameter storage.
 /// </summary>
 public sealed class FlatParameterUnit : IDisposable
 {
-    readonly record struct Segment(string Name, Parameter Param, long Offset, long Numel, bool Decay);
+    readonly record struct Slot(FlatSegment Segment, Parameter Param, bool Decay);
 
-    readonly List<Segment> _segments = [];
+    readonly List<Slot> _slots = [];
     readonly ICollectives _comm;
+    readonly bool _sharded;
+    readonly bool _freeAfterUse;
+    readonly Device _device;
 
     public string Name { get; }
+    /// <summary>How the unit's flat buffer splits over the world (also the layout of sharded checkpoints, whatever the strategy).</summary>
     public ShardLayout Layout { get; }
-    /// <summary>fp32 master weights of this rank's slice [ShardNumel] (padding elements stay zero).</summary>
+    /// <summary>First element (in the flat buffer) of what this rank owns: the shard offset, or 0 without sharding.</summary>
+    public long OwnedOffset { get; }
+    /// <summary>Elements this rank owns: the shard size (padding included), or the whole unpadded buffer without sharding.</summary>
+    public long OwnedNumel { get; }
+    /// <summary>fp32 master weights of what this rank owns [OwnedNumel] (padding elements stay zero).</summary>
     public Tensor Master { get; }
-    /// <summary>Accumulated (reduce-scattered, summed over ranks) gradient of this rank's slice.</summary>
+    /// <summary>Accumulated gradient of what this rank owns (summed over ranks once reduced).</summary>
     public Tensor Grad { get; }
     public Tensor ExpAvg { get; }
     public Tensor ExpAvgSq { get; }
+    /// <summary>True while the module's parameters hold gathered (full-size) values.</summary>
+    public bool IsGathered { get; private set; }
 
-    public FlatParameterUnit(string name, IReadOnlyList<(string Name, Parameter Param)> parameters, ICollectives comm)
+    public FlatParameterUnit(string name, IReadOnlyList<(string Name, Parameter Param)> parameters, ICollectives comm,
+        ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false)
     {
+        if (freeAfterUse && strategy != ShardingStrategy.FullShard) throw new ArgumentException("freeAfterUse needs the full-shard strategy", nameof(freeAfterUse));
         Name = name;
         _comm = comm;
+        _sharded = strategy != ShardingStrategy.NoShard;
+        _freeAfterUse = freeAfterUse;
+        _device = parameters.Count > 0 ? parameters[0].Param.device : CPU; // flat buffers live with the parameters (NCCL needs CUDA tensors)
         long offset = 0;
         foreach (var (n, p) in parameters)
         {
             if (p.dtype != ScalarType.Float32) throw new NotSupportedException($"the sharded engine trains fp32 parameters only; {n} is {p.dtype}");
-            _segments.Add(new Segment(n, p, offset, p.numel(), Decay: p.dim() >= 2));
+            _slots.Add(new Slot(new FlatSegment(n, p.shape, offset, p.numel()), p, Decay: p.dim() >= 2));
             offset += p.numel();
         }
         Layout = ShardLayout.For(offset, comm.WorldSize);
+        OwnedOffset = _sharded ? Layout.ShardOffset(comm.Rank) : 0;
+        OwnedNumel = _sharded ? Layout.ShardNumel : Layout.Numel;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var flat = zeros(Layout.PaddedNumel);
-        foreach (var s in _segments) flat.narrow(0, s.Offset, s.Numel).copy_(s.Param.reshape(-1));
-        Master = flat.narrow(0, Layout.ShardOffset(comm.Rank), Layout.ShardNumel).clone().MoveToOuterDisposeScope();
-        Grad = zeros(Layout.ShardNumel).MoveToOuterDisposeScope();
-        ExpAvg = zeros(Layout.ShardNumel).MoveToOuterDisposeScope();
-        ExpAvgSq = zeros(Layout.ShardNumel).MoveToOuterDisposeScope();
+        var flat = zeros(Layout.PaddedNumel, device: _device);
+        foreach (var s in _slots) flat.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(s.Param.reshape(-1));
+        Master = flat.narrow(0, OwnedOffset, OwnedNumel).clone().MoveToOuterDisposeScope();
+        Grad = zeros(OwnedNumel, device: _device).MoveToOuterDisposeScope();
+        ExpAvg = zeros(OwnedNumel, device: _device).MoveToOuterDisposeScope();
+        ExpAvgSq = zeros(OwnedNumel, device: _device).MoveToOuterDisposeScope();
+        IsGathered = true;
+        if (_freeAfterUse) Release();
     }
 
-    public IEnumerable<string> ParameterNames => _segments.Select(s => s.Name);
+    public IReadOnlyList<FlatSegment> Segments => _slots.Select(s => s.Segment).ToList();
+    public IEnumerable<string> ParameterNames => _slots.Select(s => s.Segment.Name);
 
-    /// <summary>Bytes of the sharded state this rank holds for the unit: master, gradient and two moments.</summary>
-    public long ShardedStateBytes => 4 * Layout.ShardNumel * sizeof(float);
+    /// <summary>Bytes of master weights, gradient and two moments this rank holds for the unit.</summary>
+    public long OwnedStateBytes => 4 * OwnedNumel * sizeof(float);
 
-    /// <summary>All-gathers every rank's master slice into the module's parameters.</summary>
+    /// <summary>Bytes of storage the module's parameters currently point at, measured (0 for a released unit).</summary>
+    public long ParameterStorageBytes => _freeAfterUse
+        ? _slots.Select(s => ParameterStorage.StorageBytes(s.Param)).DefaultIfEmpty().Max() // views of one gathered buffer
+        : _slots.Sum(s => ParameterStorage.StorageBytes(s.Param));
+
+    /// <summary>Makes the module's parameters hold the current master weights (all-gathering the slices when sharded).</summary>
     public void Gather()
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var full = empty(Layout.PaddedNumel);
+        if (!_sharded)
+        {
+            foreach (var s in _slots) s.Param.copy_(Master.narrow(0, s.Segment.Offset, s.Segment.Numel).view(s.Segment.Shape));
+            IsGathered = true;
+            return;
+        }
+        var full = empty(Layout.PaddedNumel, device: _device);
         _comm.AllGather(Master, full);
-        foreach (var s in _segments) s.Param.copy_(full.narrow(0, s.Offset, s.Numel).view(s.Param.shape));
+        foreach (var s in _slots)
+        {
+            var view = full.narrow(0, s.Segment.Offset, s.Segment.Numel).view(s.Segment.Shape);
+            // With freeAfterUse the parameter becomes a view of `full` (whose storage outlives this scope through it).
+            if (_freeAfterUse) ParameterStorage.Set(s.Param, view);
+            else s.Param.copy_(view);
+        }
+        IsGathered = true;
     }
 
     /// <summary>
-    /// Reduce-scatters (sum) the parameters' gradients of the last backward into this rank's gradient slice
-    /// (accumulating across micro-batches) and drops the full-size gradients.
+    /// With freeAfterUse: points every parameter at an empty tensor, so the gathered storage is freed (as soon as
+    /// autograd no longer holds it). Otherwise nothing: the parameters are persistent buffers.
     /// </summary>
-    public void ReduceScatterGradients()
+    public void Release()
+    {
+        if (!_freeAfterUse || !IsGathered) return;
+        using var scope = NewDisposeScope();
+        var none = empty(0, device: _device);
+        foreach (var s in _slots)
+        {
+            if (s.Param.grad is not null) s.Param.grad = null;
+            ParameterStorage.Set(s.Param, none);
+        }
+        IsGathered = false;
+    }
+
+    /// <summary>
+    /// Moves the parameters' gradients of the last backward into this rank's gradient (accumulating across
+    /// micro-batches) and drops the full-size gradients. Sharded: reduce-scatter (sum) now. Not sharded: the
+    /// local gradient is added, and <see cref="AllReduceGradients"/> sums over ranks once per step.
+    /// </summary>
+    public void ReduceGradients()
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var full = zeros(Layout.PaddedNumel);
-        foreach (var s in _segments)
-            if (s.Param.grad is { } g) full.narrow(0, s.Offset, s.Numel).copy_(g.reshape(-1));
-        var mine = empty(Layout.ShardNumel);
+        var full = zeros(_sharded ? Layout.PaddedNumel : Layout.Numel, device: _device);
+        foreach (var s in _slots)
+        {
+            if (s.Param.grad is { } g) full.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(g.reshape(-1));
+            if (s.Param.grad is not null) s.Param.grad = null;
+        }
+        if (!_sharded)
+        {
+            Grad.add_(full);
+            return;
+        }
+        var mine = empty(Layout.ShardNumel, device: _device);
         _comm.ReduceScatter(full, mine, ReduceOp.Sum);
         Grad.add_(mine);
     }
 
-    /// <summary>Sum of squared gradient elements of this rank's slice (fp64).</summary>
+    /// <summary>No-shard only: sums the accumulated local gradients over ranks (one all-reduce per unit per step).</summary>
+    public void AllReduceGradients()
+    {
+        if (_sharded) return;
+        _comm.AllReduce(Grad, ReduceOp.Sum);
+    }
+
+    /// <summary>Sum of squared gradient elements this rank owns (fp64).</summary>
     public double LocalGradSquares()
     {
         using var scope = NewDisposeScope();
@@ -88,8 +164,8 @@ public sealed class FlatParameterUnit : IDisposable
     }
 
     /// <summary>
-    /// AdamW on the slice, with the same operations as <see cref="Optim.MasterAdamW.Step"/> element by element;
-    /// weight decay only on the parts of the slice that belong to matrices.
+    /// AdamW on what this rank owns, with the same operations as <see cref="Optim.MasterAdamW.Step"/> element by
+    /// element; weight decay only on the parts that belong to matrices.
     /// </summary>
     public void AdamW(double lr, double beta1, double beta2, double eps, double weightDecay, long step)
     {
@@ -98,10 +174,10 @@ public sealed class FlatParameterUnit : IDisposable
         double bc1 = 1 - Math.Pow(beta1, step), bc2 = 1 - Math.Pow(beta2, step);
         if (weightDecay > 0)
         {
-            long lo = Layout.ShardOffset(_comm.Rank), hi = lo + Layout.ShardNumel;
-            foreach (var s in _segments.Where(s => s.Decay))
+            long lo = OwnedOffset, hi = lo + OwnedNumel;
+            foreach (var s in _slots.Where(s => s.Decay))
             {
-                long a = Math.Max(lo, s.Offset), b = Math.Min(hi, s.Offset + s.Numel);
+                long a = Math.Max(lo, s.Segment.Offset), b = Math.Min(hi, s.Segment.Offset + s.Segment.Numel);
                 if (a < b) Master.narrow(0, a - lo, b - a).mul_(1 - lr * weightDecay);
             }
         }

@@ -7,17 +7,25 @@ using static TorchSharp.torch;
 namespace MeLlama.Training.Engine.Sharded;
 
 /// <summary>
-/// FSDP-style (ZeRO-3 "full shard") step. Units: the embedding, each decoder block, final norm + output head.
-/// Each rank holds 1/N of every unit's fp32 master weights, gradients and AdamW moments (<see cref="FlatParameterUnit"/>).
-/// Forward (no autograd) gathers one unit at a time and keeps only each unit's input; backward walks the units in
-/// reverse, gathering again, recomputing the unit with autograd (activation checkpointing at unit granularity),
-/// back-propagating the incoming gradient with <c>torch.autograd.backward(outputs, grad_outputs)</c> and
-/// reduce-scattering the unit's gradients (fp32 sum) into the local slice. The loss is the token-summed
-/// cross-entropy divided by the global token count, so the summed gradient equals the single-process one
-/// on the concatenated global batch. Gradient norm (for clipping and the non-finite check) is reduced across ranks.
-/// <para>Limitation: TorchSharp 0.107 exposes no <c>Tensor.set_</c>, so the module keeps full-size compute
-/// parameter tensors that <see cref="FlatParameterUnit.Gather"/> overwrites; what is sharded (1/N per rank) is the
-/// fp32 master copy, the gradients and the optimizer state. Full-size gradients live only while one unit's backward runs.</para>
+/// FSDP-style step: a 70B model's fp32 weights, gradients and Adam state (~1.1 TB) only fit when they are split
+/// across ranks, and TorchSharp has no torch.distributed, so the splitting is done here over <see cref="ICollectives"/>.
+/// <para>The model is cut into units (embedding, each decoder block, final norm + head), each a flat fp32 buffer
+/// (<see cref="FlatParameterUnit"/>). Forward runs without autograd keeping only each unit's input; backward walks
+/// the units in reverse, recomputing each with autograd and back-propagating the incoming gradient with
+/// <c>torch.autograd.backward(outputs, grad_outputs)</c>, so only one unit's full-size gradients exist at a time
+/// and they are reduced into the owner's slice right away. The loss is the token-summed cross-entropy divided by
+/// the global token count, so the summed gradient equals the single-process one on the concatenated global batch;
+/// the gradient norm (clipping, non-finite check) is reduced across ranks.</para>
+/// <para>Strategies trade memory for communication: <see cref="ShardingStrategy.FullShard"/> (ZeRO-3) gathers each
+/// unit's parameters every time it is used; <see cref="ShardingStrategy.ShardGradOp"/> (ZeRO-2) gathers once per
+/// step after the update and keeps them, still reduce-scattering gradients and sharding Adam state;
+/// <see cref="ShardingStrategy.NoShard"/> keeps everything on every rank and all-reduces the gradients once per step.</para>
+/// <para>Full-size parameter memory: by default the module keeps its full-size parameter tensors as gather
+/// targets (what is 1/N per rank is the fp32 master, gradients and Adam state). With <c>freeAfterUse</c> (full shard
+/// only) the parameters are re-pointed with <c>Tensor.set_</c> at views of the gathered buffer while a unit runs
+/// and at an empty tensor afterwards, so between uses a rank holds no full-size parameter storage (peak: one
+/// gathered unit at a time); see <see cref="ParameterStorage"/>. The model is
+/// still constructed full-size on every rank before the engine shards it.</para>
 /// </summary>
 public sealed class FsdpTrainStep : ITrainStep
 {
@@ -28,35 +36,48 @@ public sealed class FsdpTrainStep : ITrainStep
     readonly FlatParameterUnit[] _layers;
     readonly FlatParameterUnit _head;
 
-    public FsdpTrainStep(LlamaForCausalLM model, ICollectives comm, TrainStepOptions options)
+    /// <param name="freeAfterUse">Full shard only: release each unit's full-size parameter storage after every use.</param>
+    public FsdpTrainStep(LlamaForCausalLM model, ICollectives comm, TrainStepOptions options,
+        ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false)
     {
         if (model.LmHead is null) throw new NotSupportedException("the sharded engine needs an untied output head (TieWordEmbeddings = false)");
         _model = model;
         _comm = comm;
         _options = options;
+        Strategy = strategy;
         _model.train();
         var all = model.named_parameters().Where(p => p.parameter.requires_grad).ToList();
         var used = new HashSet<string>();
-        List<(string, Parameter)> Take(Func<string, bool> match)
+        FlatParameterUnit Unit(string name, Func<string, bool> match)
         {
             var list = all.Where(p => match(p.name)).Select(p => (p.name, p.parameter)).ToList();
             foreach (var (n, _) in list) used.Add(n);
-            return list;
+            return new FlatParameterUnit(name, list, comm, strategy, freeAfterUse);
         }
-        _embedding = new FlatParameterUnit("embedding", Take(n => n.StartsWith("model.embed_tokens.", StringComparison.Ordinal)), comm);
+        _embedding = Unit("embedding", n => n.StartsWith("model.embed_tokens.", StringComparison.Ordinal));
         _layers = Enumerable.Range(0, model.Layers.Count)
-            .Select(i => new FlatParameterUnit($"layer{i}", Take(n => n.StartsWith($"model.layers.{i}.", StringComparison.Ordinal)), comm))
+            .Select(i => Unit($"layer{i}", n => n.StartsWith($"model.layers.{i}.", StringComparison.Ordinal)))
             .ToArray();
-        _head = new FlatParameterUnit("head", Take(n => n.StartsWith("model.norm.", StringComparison.Ordinal) || n.StartsWith("lm_head.", StringComparison.Ordinal)), comm);
+        _head = Unit("head", n => n.StartsWith("model.norm.", StringComparison.Ordinal) || n.StartsWith("lm_head.", StringComparison.Ordinal));
         var missed = all.Select(p => p.name).Where(n => !used.Contains(n)).ToList();
         if (missed.Count > 0) throw new NotSupportedException("parameters outside the FSDP units: " + string.Join(", ", missed));
+        if (strategy == ShardingStrategy.NoShard)
+            foreach (var u in Units) comm.Broadcast(u.Master, root: 0); // rank 0's initial weights are everyone's, as in DDP
+        if (strategy != ShardingStrategy.FullShard)
+            foreach (var u in Units) u.Gather();
     }
 
+    public ShardingStrategy Strategy { get; }
     public IReadOnlyList<FlatParameterUnit> Units => [_embedding, .. _layers, _head];
     public long OptimizerSteps { get; private set; }
 
-    /// <summary>Bytes of sharded master weights, gradients and AdamW moments this rank holds.</summary>
-    public long ShardedStateBytes => Units.Sum(u => u.ShardedStateBytes);
+    /// <summary>Bytes of master weights, gradients and AdamW moments this rank holds (1/N of the model's with sharding).</summary>
+    public long ShardedStateBytes => Units.Sum(u => u.OwnedStateBytes);
+
+    /// <summary>Bytes of full-size parameter storage the model's parameters currently point at.</summary>
+    public long ParameterStorageBytes => Units.Sum(u => u.ParameterStorageBytes);
+
+    bool GatherPerUse => Strategy == ShardingStrategy.FullShard;
 
     public StepResult Step(IReadOnlyList<Tensor> microBatches, double lr)
     {
@@ -72,23 +93,38 @@ public sealed class FsdpTrainStep : ITrainStep
             long t = ids.shape[1] - 1;
             lossSum += ForwardBackward(ids.narrow(1, 0, t), ids.narrow(1, 1, t), globalTokens);
         }
+        foreach (var u in Units) u.AllReduceGradients();
         double meanLoss = AllReduceSum(lossSum) / globalTokens;
         long tokens = (long)globalTokens;
         if (!double.IsFinite(meanLoss)) return new StepResult(meanLoss, double.NaN, Skipped: true, tokens);
-        double norm = Math.Sqrt(AllReduceSum(Units.Sum(u => u.LocalGradSquares())));
+        double norm = Math.Sqrt(Strategy == ShardingStrategy.NoShard
+            ? Units.Sum(u => u.LocalGradSquares()) // every rank holds the whole (already summed) gradient
+            : AllReduceSum(Units.Sum(u => u.LocalGradSquares())));
         if (!double.IsFinite(norm)) return new StepResult(meanLoss, norm, Skipped: true, tokens);
         if (_options.GradClip > 0 && norm > _options.GradClip)
             foreach (var u in Units) u.Grad.mul_(_options.GradClip / (norm + 1e-6));
         OptimizerSteps++;
         foreach (var u in Units) u.AdamW(lr, _options.Beta1, _options.Beta2, _options.Eps, _options.WeightDecay, OptimizerSteps);
+        if (!GatherPerUse)
+            foreach (var u in Units) u.Gather(); // ZeRO-2 / no-shard: the updated parameters, once per step
         return new StepResult(meanLoss, norm, Skipped: false, tokens);
     }
 
     double AllReduceSum(double value)
     {
-        using var t = tensor(new[] { value }, ScalarType.Float64);
+        using var t = tensor(new[] { value }, ScalarType.Float64, device: _model.Device);
         _comm.AllReduce(t, ReduceOp.Sum);
         return t.item<double>();
+    }
+
+    void Use(FlatParameterUnit unit)
+    {
+        if (GatherPerUse) unit.Gather();
+    }
+
+    void Done(FlatParameterUnit unit)
+    {
+        if (GatherPerUse) unit.Release();
     }
 
     /// <summary>One micro-batch; returns its summed token NLL (this rank).</summary>
@@ -99,41 +135,40 @@ public sealed class FsdpTrainStep : ITrainStep
         var layerInputs = new Tensor[layers.Count + 1];
         using (no_grad())
         {
-            _embedding.Gather();
+            Use(_embedding);
             layerInputs[0] = _model.Embedding.forward(inputs);
+            Done(_embedding);
             for (int i = 0; i < layers.Count; i++)
             {
-                _layers[i].Gather();
+                Use(_layers[i]);
                 layerInputs[i + 1] = layers[i].forward(layerInputs[i], rope);
+                Done(_layers[i]);
             }
         }
-        _head.Gather();
+        Use(_head);
         var top = layerInputs[^1].detach().requires_grad_(true);
         var logits = _model.Logits(_model.FinalNorm.forward(top));
         var nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), reduction: nn.Reduction.Sum);
         (nll / globalTokens).backward();
         var grad = top.grad ?? throw new InvalidOperationException("no gradient reached the last hidden state");
-        FinishUnit(_head, _model.FinalNorm, _model.LmHead!);
+        _head.ReduceGradients();
+        Done(_head);
         for (int i = layers.Count - 1; i >= 0; i--)
         {
             using var layerScope = NewDisposeScope();
-            _layers[i].Gather();
+            Use(_layers[i]);
             var x = layerInputs[i].detach().requires_grad_(true);
             var y = layers[i].forward(x, rope);
             autograd.backward([y], [grad]);
             grad = (x.grad ?? throw new InvalidOperationException($"no gradient reached layer {i}'s input")).detach().MoveToOuterDisposeScope();
-            FinishUnit(_layers[i], layers[i]);
+            _layers[i].ReduceGradients();
+            Done(_layers[i]);
         }
-        _embedding.Gather();
+        Use(_embedding);
         autograd.backward([_model.Embedding.forward(inputs)], [grad]);
-        FinishUnit(_embedding, _model.Embedding);
+        _embedding.ReduceGradients();
+        Done(_embedding);
         return nll.item<float>();
-    }
-
-    static void FinishUnit(FlatParameterUnit unit, params nn.Module[] modules)
-    {
-        unit.ReduceScatterGradients();
-        foreach (var m in modules) m.zero_grad(set_to_none: true);
     }
 
     /// <summary>Held-out loss of this rank's batch (not reduced across ranks; every rank must call it).</summary>
@@ -145,26 +180,45 @@ public sealed class FsdpTrainStep : ITrainStep
         long t = ids.shape[1] - 1;
         var inputs = ids.narrow(1, 0, t);
         var rope = _model.Rotary.Tables(0, t, _model.Device, _model.Dtype);
-        _embedding.Gather();
+        Use(_embedding);
         var h = _model.Embedding.forward(inputs);
+        Done(_embedding);
         for (int i = 0; i < _layers.Length; i++)
         {
-            _layers[i].Gather();
+            Use(_layers[i]);
             h = _model.Layers[i].forward(h, rope);
+            Done(_layers[i]);
         }
-        _head.Gather();
+        Use(_head);
         var logits = _model.Logits(_model.FinalNorm.forward(h)).to(ScalarType.Float32);
+        Done(_head);
         var labels = ids.narrow(1, 1, t);
         var sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), reduction: nn.Reduction.None)
             .to(ScalarType.Float64).sum();
         return new EvalSums(sum.item<double>(), labels.numel());
     }
 
-    public void SaveState(string checkpointDir) =>
-        throw new NotSupportedException("sharded checkpoints are not implemented yet for the FSDP engine");
+    /// <summary>
+    /// Sharded save (see <see cref="ShardedCheckpoint"/>): every rank calls it with the same folder; each writes
+    /// its slice files, rank 0 also <c>sharding.json</c>. Returns on every rank once all files are in place.
+    /// </summary>
+    public void SaveState(string checkpointDir)
+    {
+        ShardedCheckpoint.Save(checkpointDir, Units, _comm.Rank, _comm.WorldSize, Strategy);
+        _comm.Barrier();
+    }
 
-    public void LoadState(string checkpointDir, long optimizerSteps) =>
-        throw new NotSupportedException("sharded checkpoints are not implemented yet for the FSDP engine");
+    /// <summary>Loads a sharded checkpoint saved with any world size and strategy, re-slicing it for this rank.</summary>
+    public void LoadState(string checkpointDir, long optimizerSteps)
+    {
+        ShardedCheckpoint.Load(checkpointDir, Units);
+        OptimizerSteps = optimizerSteps;
+        foreach (var u in Units)
+        {
+            u.Grad.zero_();
+            if (!GatherPerUse) u.Gather();
+        }
+    }
 
     public void Dispose()
     {

@@ -1,0 +1,74 @@
+using MeLlama.Model;
+using MeLlama.Training.Engine;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MeLlama.Training.Tests.Sharded;
+
+/// <summary>The tiny model, optimizer settings and seeded global batches shared by the sharded-engine tests.</summary>
+static class TinyRun
+{
+    public const int GlobalMicroBatches = 6; // divisible by 1, 2 and 3 ranks
+    public const int MicroBatchSize = 2;
+    public const int SeqLen = 16;
+    public const long Seed = 1234;
+
+    public static readonly LlamaConfig Tiny = LlamaConfig.Demo with
+    {
+        HiddenSize = 32, NumLayers = 2, NumHeads = 4, NumKvHeads = 2, IntermediateSize = 64, VocabSize = 64,
+        MaxPositionEmbeddings = 64, TieWordEmbeddings = false,
+    };
+
+    public static TrainStepOptions Options => new(Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, GradClip: 0.05, ActivationCheckpointing: true);
+
+    public static double Lr(int step) => 3e-3 * (step % 5 + 1);
+
+    /// <summary>Global batch of step <paramref name="step"/>: micro-batches [MicroBatchSize, SeqLen + 1], tokens from a seeded generator.</summary>
+    public static Tensor[] GlobalBatch(int step)
+    {
+        var gen = new Generator((ulong)(Seed + 1000 * step));
+        return Enumerable.Range(0, GlobalMicroBatches)
+            .Select(_ => randint(0, Tiny.VocabSize, [MicroBatchSize, SeqLen + 1], dtype: ScalarType.Int64, generator: gen))
+            .ToArray();
+    }
+
+    /// <summary>Rank <paramref name="rank"/>'s share of step <paramref name="step"/>'s global batch.</summary>
+    public static List<Tensor> RankBatch(int step, int rank, int world)
+    {
+        int perRank = GlobalMicroBatches / world;
+        return GlobalBatch(step).Skip(rank * perRank).Take(perRank).ToList();
+    }
+
+    /// <summary>Steps [from, to) of the single-process engine, from the seeded init or from <paramref name="stateDir"/>.</summary>
+    public static (List<StepResult> Results, Dictionary<string, float[]> Weights) RunSingle(int from, int to, string? stateDir = null, long seed = Seed)
+    {
+        using var scope = NewDisposeScope();
+        using var model = new LlamaForCausalLM(Tiny, seed: seed);
+        using var engine = new SingleProcessTrainStep(model, Options);
+        if (stateDir != null) engine.LoadState(stateDir, from);
+        var results = new List<StepResult>();
+        for (int s = from; s < to; s++)
+        {
+            using var stepScope = NewDisposeScope();
+            results.Add(engine.Step(GlobalBatch(s), Lr(s)));
+        }
+        return (results, Weights(model));
+    }
+
+    public static Dictionary<string, float[]> Weights(LlamaForCausalLM model) =>
+        model.named_parameters().ToDictionary(p => p.name, p => p.parameter.data<float>().ToArray());
+
+    public static void AssertLossesMatch(IReadOnlyList<StepResult> expected, IReadOnlyList<StepResult> actual, string what)
+    {
+        Assert.Equal(expected.Count, actual.Count);
+        for (int s = 0; s < expected.Count; s++)
+        {
+            Assert.False(actual[s].Skipped, $"{what} step {s} was skipped");
+            Assert.Equal(expected[s].Tokens, actual[s].Tokens);
+            Assert.True(Math.Abs(actual[s].Loss - expected[s].Loss) <= 1e-5 * Math.Abs(expected[s].Loss),
+                $"{what} step {s}: loss {actual[s].Loss:R} vs expected {expected[s].Loss:R}");
+            Assert.True(Math.Abs(actual[s].GradNorm - expected[s].GradNorm) <= 1e-4 * expected[s].GradNorm,
+                $"{what} step {s}: grad norm {actual[s].GradNorm:R} vs expected {expected[s].GradNorm:R}");
+        }
+    }
+}
