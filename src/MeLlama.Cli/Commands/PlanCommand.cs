@@ -1,3 +1,4 @@
+using MeLlama.Training.Engine.Sharded;
 using System.CommandLine;
 using System.Globalization;
 using MeLlama.Model;
@@ -27,7 +28,7 @@ public static class PlanCommand
     static readonly Option<string> MarginOption = new("--margin") { Description = "Reserve per GPU for CUDA context, NCCL buffers and fragmentation", DefaultValueFactory = _ => "2GiB" };
     static readonly Option<string?> ModelConfigOption = new("--model-config") { Description = "HF config.json (or its folder) when the recipe's model.init_from is not on this machine" };
     static readonly Option<string?> PresetOption = new("--preset") { Description = "LLaMA-2 shape when model.init_from is not on this machine: 7b, 13b or 70b" };
-    static readonly Option<bool> ResidentOption = new("--current-engine") { Description = "Count full-size compute parameters as resident, as today's CPU FsdpTrainStep does (TorchSharp 0.107 has no Tensor.set_)" };
+    static readonly Option<bool> ResidentOption = new("--resident-parameters") { Description = "full_shard: count full-size compute parameters as resident (an engine that does not free gathered units after use)" };
 
     public static Command Create()
     {
@@ -37,6 +38,12 @@ public static class PlanCommand
             command.Options.Add(o);
         command.SetAction(Execute);
         return command;
+    }
+
+    static ShardingStrategy ParseStrategy(string text)
+    {
+        try { return ShardingStrategies.Parse(text); }
+        catch (FormatException e) { throw new ConfigError($"--strategy: {e.Message}"); }
     }
 
     static int Execute(ParseResult parse)
@@ -58,7 +65,7 @@ public static class PlanCommand
                 Model = model.Config,
                 Gpus = PositiveInt(parse.GetValue(GpusOption), "--gpus"),
                 GpuMemoryBytes = ByteSize.Parse(parse.GetValue(MemoryOption) ?? throw new ConfigError("--gpu-memory: required (e.g. 80GB, 80GiB)"), "--gpu-memory"),
-                Strategy = ShardingStrategies.Parse(parse.GetValue(StrategyOption)!, "--strategy"),
+                Strategy = ParseStrategy(parse.GetValue(StrategyOption)!),
                 Precision = precision,
                 ActivationCheckpointing = Bool(parse.GetValue(CheckpointingOption), "--activation-checkpointing") ?? config.ActivationCheckpointing,
                 MicroBatch = config.MicroBatch,
@@ -102,7 +109,7 @@ public static class PlanCommand
         var c = r.Model;
         w.WriteLine($"Recipe {recipe}; model from {model.Source}: {Billions(c.ParameterCount())} parameters " +
                     $"(d={c.HiddenSize}, {c.NumLayers} layers, {c.NumHeads} heads / {c.NumKvHeads} kv, ffn {c.IntermediateSize}, vocab {c.VocabSize})");
-        w.WriteLine($"{r.Gpus} GPU(s) × {ByteSize.Gib(r.GpuMemoryBytes)}, {ShardingStrategies.Name(r.Strategy)}, {r.Precision}, " +
+        w.WriteLine($"{r.Gpus} GPU(s) × {ByteSize.Gib(r.GpuMemoryBytes)}, {r.Strategy.ToName()}, {r.Precision}, " +
                     $"activation checkpointing {(r.ActivationCheckpointing ? "on" : "off")}, micro-batch {r.MicroBatch} × seq_len {r.SeqLen}");
         w.WriteLine();
         w.WriteLine("| per GPU | GiB | what |");
@@ -114,12 +121,6 @@ public static class PlanCommand
         w.WriteLine(plan.Fits
             ? $"fits: yes, headroom {ByteSize.Gib(plan.HeadroomBytes)} per GPU"
             : $"fits: NO, short by {ByteSize.Gib(-plan.HeadroomBytes)} per GPU");
-        if (r.Strategy == ShardingStrategy.FullShard && !r.ResidentComputeParameters)
-        {
-            var today = MemoryPlanner.Plan(r with { ResidentComputeParameters = true });
-            w.WriteLine($"note: today's FsdpTrainStep keeps full-size compute parameters (TorchSharp 0.107 has no Tensor.set_): " +
-                        $"{ByteSize.Gib(today.TotalBytes)} per GPU with it, fits: {(today.Fits ? "yes" : "no")} (--current-engine shows that table)");
-        }
         if (c.TieWordEmbeddings && r.Strategy != ShardingStrategy.NoShard)
             w.WriteLine("note: the model ties its embeddings; FsdpTrainStep needs an untied head (tie_word_embeddings=false), so this is a plan for a future engine");
     }

@@ -13,12 +13,6 @@ namespace MeLlama.Training.Loop;
 /// </summary>
 public static class StepEngines
 {
-    /// <summary>Written by rank 0 of the sharded engine into every sharded checkpoint.</summary>
-    public const string ShardingMetadata = "sharding.json";
-
-    /// <summary>True when <paramref name="checkpointDir"/> was written by the sharded engine (per-rank shards, no model.safetensors).</summary>
-    public static bool IsSharded(string checkpointDir) => File.Exists(Path.Combine(checkpointDir, ShardingMetadata));
-
     /// <summary>
     /// The engine for <paramref name="world"/>. <paramref name="strategy"/> is the recipe's <c>parallel.strategy</c>
     /// (validated by <see cref="ConfigLoader"/>); it is the one place that maps recipe names to engine strategies.
@@ -33,9 +27,10 @@ public static class StepEngines
         {
             return strategy switch
             {
-                "full_shard" => new FsdpTrainStep(model, comm, options),
-                "shard_grad_op" or "no_shard" => throw new ConfigError(
-                    $"parallel.strategy={strategy} is not available in this build: its sharded engine supports full_shard only"),
+                // ZeRO-3 frees each gathered unit after use: per-rank parameter memory is 1/N plus one unit.
+                "full_shard" => new FsdpTrainStep(model, comm, options, ShardingStrategy.FullShard, freeAfterUse: true),
+                "shard_grad_op" => new FsdpTrainStep(model, comm, options, ShardingStrategy.ShardGradOp),
+                "no_shard" => new FsdpTrainStep(model, comm, options, ShardingStrategy.NoShard),
                 _ => throw new ConfigError($"parallel.strategy '{strategy}' is not one of {string.Join(", ", ParallelSection.Strategies)}"),
             };
         }

@@ -6,6 +6,7 @@ using MeLlama.Model;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Config;
 using MeLlama.Training.Engine;
+using MeLlama.Training.Engine.Sharded;
 using MeLlama.Training.Metrics;
 using MeLlama.Training.Optim;
 using MeLlama.Training.Sources;
@@ -123,7 +124,7 @@ public sealed class Trainer
         long totalSteps = TotalSteps(c, tokensPerStep);
         var schedule = CosineSchedule.Create(c.Optimizer.Lr, c.Schedule.MinLr, c.Schedule.MinLrRatio, c.Schedule.WarmupRatio, totalSteps);
         // One process continuing a sharded checkpoint (e.g. 8 GPUs → 1 for a quick look) needs the engine that reads shards.
-        using var singleRankComm = !world.IsDistributed && resumeFrom != null && StepEngines.IsSharded(resumeFrom.Dir) ? new SingleProcessCollectives() : null;
+        using var singleRankComm = !world.IsDistributed && resumeFrom != null && ShardedCheckpoint.IsSharded(resumeFrom.Dir) ? new SingleProcessCollectives() : null;
         if (singleRankComm != null) _log.Information("{Checkpoint} is sharded: continuing with the sharded engine on one rank", resumeFrom!.Dir);
         using var engine = StepEngines.Create(model, new TrainStepOptions(c.Optimizer.Beta1, c.Optimizer.Beta2, c.Optimizer.Eps,
             c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing), world, c.Parallel.Strategy, singleRankComm);

@@ -1,3 +1,4 @@
+using MeLlama.Training.Engine.Sharded;
 using MeLlama.Distributed;
 using MeLlama.Model;
 
@@ -18,8 +19,8 @@ public sealed record MemoryPlanRequest
     /// <summary>CUDA context, NCCL buffers and allocator fragmentation.</summary>
     public long MarginBytes { get; init; } = 2L << 30;
     /// <summary>
-    /// Count full-size compute parameters as resident all the time: what <see cref="Engine.Sharded.FsdpTrainStep"/>
-    /// does today (TorchSharp 0.107 has no <c>Tensor.set_</c>, so gathered units cannot be freed).
+    /// Count full-size compute parameters as resident all the time: <see cref="Engine.Sharded.FsdpTrainStep"/> built
+    /// with <c>freeAfterUse: false</c> (the trainer frees gathered units under full_shard).
     /// </summary>
     public bool ResidentComputeParameters { get; init; }
 
@@ -111,7 +112,7 @@ public static class MemoryPlanner
         {
             case ShardingStrategy.FullShard:
                 lines.Add(r.ResidentComputeParameters
-                    ? new MemoryLine("parameters", total * e, $"full model resident ({Count(total)} × {e} B): today's engine cannot free gathered units")
+                    ? new MemoryLine("parameters", total * e, $"full model resident ({Count(total)} × {e} B): gathered units are not freed")
                     : new MemoryLine("parameters", 2 * largest * e, $"gathered units alive at once: largest unit ({unitName}, {Count(largest)}) ×2 for prefetch, {e} B each"));
                 lines.Add(new MemoryLine("fp32 master", slice * 4, $"1/{r.Gpus} slice: {Count(slice)} elements incl. padding × 4 B"));
                 lines.Add(new MemoryLine("gradients", slice * 4 + largest * e + largestPadded * 4,

@@ -1,3 +1,4 @@
+using MeLlama.Training.Engine.Sharded;
 using MeLlama.Model;
 using MeLlama.Training.Config;
 using MeLlama.Training.Planning;
@@ -99,6 +100,6 @@ public class MemoryPlannerTests
         Assert.Contains("gpus", Assert.Throws<ArgumentException>(() => MemoryPlanner.Plan(ok with { Gpus = 0 })).Message);
         Assert.Contains("precision", Assert.Throws<ArgumentException>(() => MemoryPlanner.Plan(ok with { Precision = "fp16" })).Message);
         Assert.Contains("micro_batch", Assert.Throws<ArgumentException>(() => MemoryPlanner.Plan(ok with { MicroBatch = 0 })).Message);
-        Assert.Contains("--strategy", Assert.Throws<FormatException>(() => ShardingStrategies.Parse("zero3", "--strategy")).Message);
+        Assert.Contains("zero3", Assert.Throws<FormatException>(() => ShardingStrategies.Parse("zero3")).Message);
     }
 }
