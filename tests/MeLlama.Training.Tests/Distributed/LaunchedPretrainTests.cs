@@ -182,7 +182,7 @@ public sealed partial class LaunchedPretrainTests(TwoRankRun run) : IClassFixtur
     /// NotSupportedException ("sharded checkpoints are not implemented yet") until the sharded-checkpoint engine is merged.
     /// </summary>
     [Fact]
-    public void SignalToOneRankSavesOnBothAndExits75ThenResumeMatchesTheUninterruptedRun_NeedsShardedSaveState()
+    public void SignalToOneRankSavesOnBothAndExits75ThenResumeMatchesTheUninterruptedRun()
     {
         Assert.True(run.ExitCode == 0, $"reference launch exited {run.ExitCode}:\n{run.Output}");
         using var tmp = new TempDir();
@@ -224,7 +224,7 @@ public sealed partial class LaunchedPretrainTests(TwoRankRun run) : IClassFixtur
     /// SaveState/LoadState: fails with NotSupportedException until it is merged.
     /// </summary>
     [Fact]
-    public void SavedOnTwoRanksResumesOnOneProcessWithTheSameLosses_NeedsShardedSaveState()
+    public void SavedOnTwoRanksResumesOnOneProcessWithTheSameLosses()
     {
         Assert.True(run.ExitCode == 0, $"reference launch exited {run.ExitCode}:\n{run.Output}");
         using var tmp = new TempDir();
