@@ -44,7 +44,9 @@ public static class ConfigLoader
         if (list.Count > 0)
         {
             var node = JsonSerializer.SerializeToNode(config, TrainConfigJson.Default.TrainConfig)!.AsObject();
-            foreach (var assignment in list) Apply(node, assignment);
+            // A template shows which keys an absent (null) section would have.
+            var template = JsonSerializer.SerializeToNode(Templates.Full, TrainConfigJson.Default.TrainConfig);
+            foreach (var assignment in list) JsonOverrides.Apply(node, assignment, template);
             config = Deserialize(node.ToJsonString(), source + " with --set overrides");
         }
         Validate(config, source);
@@ -66,63 +68,6 @@ public static class ConfigLoader
             string line = e.LineNumber is { } l ? $" (line {l + 1})" : "";
             throw new ConfigError($"{source}{where}{line}: {e.Message}");
         }
-    }
-
-    /// <summary>Applies one <c>dotted.key=value</c>. The value is read as JSON when it parses as JSON, else as a string.</summary>
-    static void Apply(JsonObject root, string assignment)
-    {
-        int eq = assignment.IndexOf('=');
-        if (eq <= 0) throw new ConfigError($"--set '{assignment}': expected key=value");
-        string key = assignment[..eq].Trim(), raw = assignment[(eq + 1)..];
-        string[] parts = key.Split('.');
-        JsonNode current = root;
-        // A template shows which keys an absent (null) section would have.
-        JsonNode? template = JsonSerializer.SerializeToNode(Templates.Full, TrainConfigJson.Default.TrainConfig);
-        for (int i = 0; i < parts.Length; i++)
-        {
-            string part = parts[i];
-            bool last = i == parts.Length - 1;
-            string sofar = string.Join('.', parts[..(i + 1)]);
-            switch (current)
-            {
-                case JsonObject obj:
-                {
-                    if (!obj.ContainsKey(part))
-                        throw new ConfigError($"--set {key}: unknown key '{sofar}' (known: {string.Join(", ", obj.Select(p => p.Key))})");
-                    template = template is JsonObject t && t.TryGetPropertyValue(part, out var tv) ? tv : null;
-                    if (last) { obj[part] = ParseValue(raw); return; }
-                    if (obj[part] is null)
-                    {
-                        if (template is JsonObject) obj[part] = template.DeepClone();
-                        else throw new ConfigError($"--set {key}: '{sofar}' is not a section");
-                    }
-                    current = obj[part]!;
-                    break;
-                }
-                case JsonArray arr:
-                {
-                    if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out int index) || index > arr.Count)
-                        throw new ConfigError($"--set {key}: '{sofar}' must be an index 0..{arr.Count} (list has {arr.Count} entries)");
-                    template = template is JsonArray ta && ta.Count > 0 ? ta[0] : null;
-                    if (index == arr.Count)
-                    {
-                        if (template is null) throw new ConfigError($"--set {key}: cannot append to '{string.Join('.', parts[..i])}'");
-                        arr.Add(template.DeepClone());
-                    }
-                    if (last) { arr[index] = ParseValue(raw); return; }
-                    current = arr[index]!;
-                    break;
-                }
-                default:
-                    throw new ConfigError($"--set {key}: '{string.Join('.', parts[..i])}' is a value, not a section");
-            }
-        }
-    }
-
-    static JsonNode? ParseValue(string raw)
-    {
-        try { return JsonNode.Parse(raw); }
-        catch (JsonException) { return JsonValue.Create(raw); }
     }
 
     static void Validate(TrainConfig c, string source)

@@ -62,7 +62,7 @@ public static class FinetuneConfigLoader
         if (list.Count > 0)
         {
             var full = JsonSerializer.SerializeToNode(config, FinetuneConfigJson.Default.FinetuneConfig)!.AsObject();
-            foreach (var assignment in list) Apply(full, assignment);
+            foreach (var assignment in list) JsonOverrides.Apply(full, assignment);
             config = Deserialize(full.ToJsonString(), source + " with --set overrides");
         }
         Validate(config, source);
@@ -84,46 +84,6 @@ public static class FinetuneConfigLoader
             string where = e.Path is { } p ? $" at {p}" : "";
             throw new ConfigError($"{source}{where}{Line(e)}: {e.Message}");
         }
-    }
-
-    /// <summary>One <c>dotted.key=value</c>; the value is JSON when it parses as JSON, else a string.</summary>
-    static void Apply(JsonObject root, string assignment)
-    {
-        int eq = assignment.IndexOf('=');
-        if (eq <= 0) throw new ConfigError($"--set '{assignment}': expected key=value");
-        string key = assignment[..eq].Trim(), raw = assignment[(eq + 1)..];
-        string[] parts = key.Split('.');
-        JsonNode current = root;
-        for (int i = 0; i < parts.Length; i++)
-        {
-            string part = parts[i];
-            bool last = i == parts.Length - 1;
-            string sofar = string.Join('.', parts[..(i + 1)]);
-            switch (current)
-            {
-                case JsonObject obj:
-                    if (!obj.ContainsKey(part))
-                        throw new ConfigError($"--set {key}: unknown key '{sofar}' (known: {string.Join(", ", obj.Select(p => p.Key))})");
-                    if (last) { obj[part] = ParseValue(raw); return; }
-                    current = obj[part] ?? throw new ConfigError($"--set {key}: '{sofar}' is empty; set it as a whole (e.g. --set {sofar}={{...}})");
-                    break;
-                case JsonArray arr:
-                    if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out int index) || index > arr.Count)
-                        throw new ConfigError($"--set {key}: '{sofar}' must be an index 0..{arr.Count}");
-                    if (index == arr.Count) arr.Add(null);
-                    if (last) { arr[index] = ParseValue(raw); return; }
-                    current = arr[index] ?? throw new ConfigError($"--set {key}: '{sofar}' is empty");
-                    break;
-                default:
-                    throw new ConfigError($"--set {key}: '{string.Join('.', parts[..i])}' is a value, not a section");
-            }
-        }
-    }
-
-    static JsonNode? ParseValue(string raw)
-    {
-        try { return JsonNode.Parse(raw); }
-        catch (JsonException) { return JsonValue.Create(raw); }
     }
 
     static void Validate(FinetuneConfig c, string source)
