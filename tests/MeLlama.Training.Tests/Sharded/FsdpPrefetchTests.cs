@@ -58,10 +58,15 @@ public class FsdpPrefetchTests(ITestOutputHelper output)
                 using var engine = new FsdpTrainStep(model, comm, Options, ShardingStrategy.FullShard, freeAfterUse: true, prefetch: prefetch);
                 var busy = new ConcurrentQueue<(long Start, long End)>();
                 long started = 0;
-                engine.UnitInUse = (_, inUse) =>
+                int maxAlive = 0;
+                engine.UnitInUse = (unit, inUse) =>
                 {
                     if (inUse)
                     {
+                        // Full-size buffers alive while a unit computes: the gathered units plus the one gathering ahead.
+                        var ahead = engine.PrefetchedUnit;
+                        maxAlive = Math.Max(maxAlive, engine.Units.Count(u => u.IsGathered) + (ahead is null ? 0 : 1));
+                        Assert.NotEqual(unit, ahead);
                         started = Stopwatch.GetTimestamp();
                         Thread.Sleep(Delay); // the unit's compute, made long enough to hide a gather behind
                     }
@@ -77,6 +82,7 @@ public class FsdpPrefetchTests(ITestOutputHelper output)
                 var gathers = comm.Gathers.ToList();
                 int overlapping = gathers.Count(g => busy.Any(b => g.Start < b.End && b.Start < g.End));
                 overlapped[prefetch] = (overlapping, gathers.Count);
+                Assert.Equal(prefetch ? 2 : 1, maxAlive);
             }
         });
         output.WriteLine($"rank 0 step: serial {wall[false].TotalMilliseconds:F0} ms, prefetch {wall[true].TotalMilliseconds:F0} ms; " +

@@ -94,6 +94,9 @@ public sealed class FsdpTrainStep : ITrainStep
     /// </summary>
     internal Action<FlatParameterUnit, bool>? UnitInUse { get; set; }
 
+    /// <summary>The unit whose all-gather is queued ahead (prefetch), if any: with the gathered ones, what holds full-size buffers.</summary>
+    internal FlatParameterUnit? PrefetchedUnit => _ahead?.Unit;
+
     public ShardingStrategy Strategy { get; }
     public IReadOnlyList<FlatParameterUnit> Units => [_embedding, .. _layers, _head];
     public long OptimizerSteps { get; private set; }
