@@ -8,7 +8,9 @@ namespace MeLlama.Training.Planning;
 /// An <see cref="ICollectives"/> that forwards every call and adds its wall time and payload to per-operation
 /// totals, so a benchmark can report the share of a training step spent inside collectives. The calls are
 /// synchronous (see <see cref="ICollectives"/>), so the wall time of a call is its whole cost to this rank:
-/// transfer, reduction and waiting for slower peers. One thread at a time, like the wrapped communicator.
+/// transfer, reduction and waiting for slower peers. One thread at a time, like the wrapped communicator. Under an
+/// engine that prefetches (full shard + freeAfterUse) the calls run on its communication thread and partly overlap
+/// compute, so the totals are time inside collectives, not time the step waited for them.
 /// </summary>
 public sealed class TimedCollectives(ICollectives inner) : ICollectives
 {

@@ -13,15 +13,17 @@ public class FsdpTrainStepTests(ITestOutputHelper output)
     const int Steps = 10;
 
     [Theory]
-    [InlineData(2, "full_shard", false)]
-    [InlineData(3, "full_shard", false)]
-    [InlineData(2, "full_shard", true)]
-    [InlineData(3, "full_shard", true)]
-    [InlineData(2, "shard_grad_op", false)]
-    [InlineData(3, "shard_grad_op", false)]
-    [InlineData(2, "no_shard", false)]
-    [InlineData(3, "no_shard", false)]
-    public void StrategyMatchesSingleProcessLossesAndWeights(int world, string strategyName, bool freeAfterUse)
+    [InlineData(2, "full_shard", false, false)]
+    [InlineData(3, "full_shard", false, false)]
+    [InlineData(2, "full_shard", true, false)]
+    [InlineData(3, "full_shard", true, false)]
+    [InlineData(2, "full_shard", true, true)]
+    [InlineData(3, "full_shard", true, true)]
+    [InlineData(2, "shard_grad_op", false, false)]
+    [InlineData(3, "shard_grad_op", false, false)]
+    [InlineData(2, "no_shard", false, false)]
+    [InlineData(3, "no_shard", false, false)]
+    public void StrategyMatchesSingleProcessLossesAndWeights(int world, string strategyName, bool freeAfterUse, bool prefetch)
     {
         var strategy = ShardingStrategies.Parse(strategyName);
         var (expected, expectedWeights) = RunSingle(0, Steps);
@@ -33,8 +35,9 @@ public class FsdpTrainStepTests(ITestOutputHelper output)
             // does); the sharded strategies take each slice from its owner's model, so their ranks share the init.
             long seed = strategy == ShardingStrategy.NoShard ? Seed + comm.Rank : Seed;
             using var model = new LlamaForCausalLM(Tiny, seed: seed);
-            using var engine = new FsdpTrainStep(model, comm, Options, strategy, freeAfterUse);
+            using var engine = new FsdpTrainStep(model, comm, Options, strategy, freeAfterUse, prefetch);
             Assert.Equal(strategy, engine.Strategy);
+            Assert.Equal(prefetch, engine.Prefetch);
             var mine = new List<StepResult>();
             for (int s = 0; s < Steps; s++)
             {
@@ -111,7 +114,9 @@ public class FsdpTrainStepTests(ITestOutputHelper output)
             {
                 using var scope = NewDisposeScope();
                 using var model = new LlamaForCausalLM(Tiny, seed: Seed);
+                // Default prefetch: on with freeAfterUse, so the at-rest figure below also covers the prefetching path.
                 using var engine = new FsdpTrainStep(model, comm, Options, ShardingStrategy.FullShard, freeAfterUse: free);
+                Assert.Equal(free, engine.Prefetch);
                 for (int s = 0; s < 2; s++)
                 {
                     using var stepScope = NewDisposeScope();

@@ -9,7 +9,7 @@ namespace MeLlama.Training.Tests.Sharded;
 /// <summary>One rank per thread (one rank: the single-process backend on the calling thread), each with its own TCP communicator over loopback and a shared authenticated store.</summary>
 static class InProcessRanks
 {
-    public static void Run(int worldSize, Action<ICollectives> body)
+    public static void Run(int worldSize, Action<ICollectives> body, TimeSpan? timeout = null)
     {
         if (worldSize == 1)
         {
@@ -21,7 +21,7 @@ static class InProcessRanks
         }
         var options = new CollectivesOptions
         {
-            Timeout = TimeSpan.FromSeconds(60),
+            Timeout = timeout ?? TimeSpan.FromSeconds(60),
             ConnectTimeout = TimeSpan.FromSeconds(30),
             Group = "fsdp-test-" + Guid.NewGuid().ToString("N"),
         };

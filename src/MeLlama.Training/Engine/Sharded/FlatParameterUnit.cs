@@ -97,14 +97,55 @@ public sealed class FlatParameterUnit : IDisposable
         }
         var full = empty(Layout.PaddedNumel, device: _device);
         _comm.AllGather(Master, full);
+        Install(full);
+    }
+
+    /// <summary>Parameters take the gathered values: views of <paramref name="full"/> (freeAfterUse) or copies.</summary>
+    void Install(Tensor full)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
         foreach (var s in _slots)
         {
             var view = full.narrow(0, s.Segment.Offset, s.Segment.Numel).view(s.Segment.Shape);
-            // With freeAfterUse the parameter becomes a view of `full` (whose storage outlives this scope through it).
+            // With freeAfterUse the parameter becomes a view of `full` (whose storage outlives `full` itself through it).
             if (_freeAfterUse) ParameterStorage.Set(s.Param, view);
             else s.Param.copy_(view);
         }
         IsGathered = true;
+    }
+
+    /// <summary>An all-gather queued on the communication worker, and the buffer it fills (see <see cref="StartGather"/>).</summary>
+    internal sealed record PendingGather(FlatParameterUnit Unit, Tensor Full, CommWorker.Item Item);
+
+    /// <summary>
+    /// Prefetch, first half (full shard + freeAfterUse): queues this unit's all-gather on <paramref name="worker"/>
+    /// and returns at once; <see cref="FinishGather"/> installs the result. The buffer is allocated here, on the
+    /// compute thread, and detached from the caller's dispose scope because it must live until FinishGather, which
+    /// runs after the unit before this one has computed (dispose scopes are per-thread and per-call).
+    /// </summary>
+    internal PendingGather StartGather(CommWorker worker)
+    {
+        if (!_sharded || !_freeAfterUse) throw new InvalidOperationException("prefetching gathers needs full shard with freeAfterUse");
+        var full = empty(Layout.PaddedNumel, device: _device).DetachFromDisposeScope();
+        var item = worker.Enqueue($"all_gather {Name}", () => _comm.AllGather(Master, full));
+        return new PendingGather(this, full, item);
+    }
+
+    /// <summary>Prefetch, second half: waits for the queued all-gather (rethrowing its failure) and points the parameters at it.</summary>
+    internal void FinishGather(PendingGather pending)
+    {
+        if (pending.Unit != this) throw new ArgumentException($"{pending.Unit.Name}'s gather finished as {Name}'s", nameof(pending));
+        try
+        {
+            pending.Item.Wait();
+            Install(pending.Full);
+        }
+        finally
+        {
+            // Wait returned or threw, so the worker is done with the buffer; the parameters keep its storage alive.
+            pending.Full.Dispose();
+        }
     }
 
     /// <summary>
@@ -133,12 +174,7 @@ public sealed class FlatParameterUnit : IDisposable
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var full = zeros(_sharded ? Layout.PaddedNumel : Layout.Numel, device: _device);
-        foreach (var s in _slots)
-        {
-            if (s.Param.grad is { } g) full.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(g.reshape(-1));
-            if (s.Param.grad is not null) s.Param.grad = null;
-        }
+        var full = TakeGradients();
         if (!_sharded)
         {
             Grad.add_(full);
@@ -147,6 +183,46 @@ public sealed class FlatParameterUnit : IDisposable
         var mine = empty(Layout.ShardNumel, device: _device);
         _comm.ReduceScatter(full, mine, ReduceOp.Sum);
         Grad.add_(mine);
+    }
+
+    /// <summary>
+    /// Sharded: <see cref="ReduceGradients"/> with the reduce-scatter (and the accumulation into <see cref="Grad"/>)
+    /// queued on <paramref name="worker"/>, so it runs while the compute thread goes on to the next unit. Only the
+    /// worker touches <see cref="Grad"/> until the step drains the queue. The flat gradient and the received slice
+    /// are detached from dispose scopes and freed by the worker once the collective is over, successful or not.
+    /// </summary>
+    internal CommWorker.Item ReduceGradientsAsync(CommWorker worker)
+    {
+        if (!_sharded) throw new InvalidOperationException("only sharded units reduce-scatter");
+        Tensor full, mine;
+        using (no_grad())
+        using (NewDisposeScope())
+        {
+            full = TakeGradients().DetachFromDisposeScope();
+            mine = empty(Layout.ShardNumel, device: _device).DetachFromDisposeScope();
+        }
+        return worker.Enqueue($"reduce_scatter {Name}", () =>
+        {
+            _comm.ReduceScatter(full, mine, ReduceOp.Sum);
+            using var _ = no_grad();
+            Grad.add_(mine);
+        }, cleanup: () =>
+        {
+            full.Dispose();
+            mine.Dispose();
+        });
+    }
+
+    /// <summary>The parameters' gradients as one flat buffer (padded when sharded); the full-size gradients are dropped.</summary>
+    Tensor TakeGradients()
+    {
+        var full = zeros(_sharded ? Layout.PaddedNumel : Layout.Numel, device: _device);
+        foreach (var s in _slots)
+        {
+            if (s.Param.grad is { } g) full.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(g.reshape(-1));
+            if (s.Param.grad is not null) s.Param.grad = null;
+        }
+        return full;
     }
 
     /// <summary>No-shard only: sums the accumulated local gradients over ranks (one all-reduce per unit per step).</summary>

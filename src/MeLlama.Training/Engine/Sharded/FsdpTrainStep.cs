@@ -26,6 +26,14 @@ namespace MeLlama.Training.Engine.Sharded;
 /// and at an empty tensor afterwards, so between uses a rank holds no full-size parameter storage (peak: one
 /// gathered unit at a time); see <see cref="ParameterStorage"/>. The model is
 /// still constructed full-size on every rank before the engine shards it.</para>
+/// <para>Prefetch (full shard + freeAfterUse, on by default there): every collective of a step goes through one
+/// <see cref="CommWorker"/> thread in the order the compute thread queues them, which is program order and so the
+/// same on every rank. Before a unit computes, the next unit's all-gather is queued (forward: the next block;
+/// backward: the previous one), and a unit's reduce-scatter is queued instead of awaited, so communication runs
+/// while the unit computes. At most two gathered units exist at once (the one computing and the one being
+/// gathered), plus the flat gradient of at most one reduce-scatter in flight. A failed collective faults the
+/// worker and its exception (for a dead peer, the <c>CollectiveException</c> naming the rank) is rethrown by
+/// <see cref="Step"/>; the engine is unusable afterwards, as the communicator is.</para>
 /// </summary>
 public sealed class FsdpTrainStep : ITrainStep
 {
@@ -35,12 +43,20 @@ public sealed class FsdpTrainStep : ITrainStep
     readonly FlatParameterUnit _embedding;
     readonly FlatParameterUnit[] _layers;
     readonly FlatParameterUnit _head;
+    /// <summary>The communication thread when prefetching; null: collectives run synchronously on the caller's thread.</summary>
+    readonly CommWorker? _worker;
+    /// <summary>The all-gather queued for the unit that is used next (prefetch only).</summary>
+    FlatParameterUnit.PendingGather? _ahead;
 
     /// <param name="freeAfterUse">Full shard only: release each unit's full-size parameter storage after every use.</param>
+    /// <param name="prefetch">Overlap the next unit's all-gather (and this unit's reduce-scatter) with this unit's
+    /// compute on a communication thread. Needs full shard with freeAfterUse; null means on exactly there.</param>
     public FsdpTrainStep(LlamaForCausalLM model, ICollectives comm, TrainStepOptions options,
-        ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false)
+        ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false, bool? prefetch = null)
     {
         if (model.LmHead is null) throw new NotSupportedException("the sharded engine needs an untied output head (TieWordEmbeddings = false)");
+        bool canPrefetch = strategy == ShardingStrategy.FullShard && freeAfterUse;
+        if (prefetch == true && !canPrefetch) throw new ArgumentException("prefetch needs the full-shard strategy with freeAfterUse", nameof(prefetch));
         _model = model;
         _comm = comm;
         _options = options;
@@ -65,7 +81,21 @@ public sealed class FsdpTrainStep : ITrainStep
             foreach (var u in Units) comm.Broadcast(u.Master, root: 0); // rank 0's initial weights are everyone's, as in DDP
         if (strategy != ShardingStrategy.FullShard)
             foreach (var u in Units) u.Gather();
+        // Started last: the constructor's own collectives above ran on this thread with no worker to race.
+        if (prefetch ?? canPrefetch) _worker = new CommWorker($"fsdp-comm-rank-{comm.Rank}");
     }
+
+    /// <summary>True when all-gathers are prefetched and collectives run on the communication thread.</summary>
+    public bool Prefetch => _worker is not null;
+
+    /// <summary>
+    /// Test probe: called with (unit, true) once a unit's parameters are gathered and (unit, false) just before
+    /// they are released, on the compute thread; the span between is the unit's compute.
+    /// </summary>
+    internal Action<FlatParameterUnit, bool>? UnitInUse { get; set; }
+
+    /// <summary>The unit whose all-gather is queued ahead (prefetch), if any: with the gathered ones, what holds full-size buffers.</summary>
+    internal FlatParameterUnit? PrefetchedUnit => _ahead?.Unit;
 
     public ShardingStrategy Strategy { get; }
     public IReadOnlyList<FlatParameterUnit> Units => [_embedding, .. _layers, _head];
@@ -82,6 +112,27 @@ public sealed class FsdpTrainStep : ITrainStep
     public StepResult Step(IReadOnlyList<Tensor> microBatches, double lr)
     {
         if (microBatches.Count == 0) throw new ArgumentException("no micro-batches", nameof(microBatches));
+        return Guarded(() => StepCore(microBatches, lr));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/>; if it throws while collectives are queued, the worker is faulted so queued
+    /// ones are dropped rather than run (the step is lost and the engine unusable, as after any collective failure).
+    /// The prefetched buffer is left to the worker's completion and the finalizer: it may still be being written.
+    /// </summary>
+    T Guarded<T>(Func<T> body)
+    {
+        try { return body(); }
+        catch (Exception e) when (_worker is not null)
+        {
+            _worker.Fault(e);
+            _ahead = null;
+            throw;
+        }
+    }
+
+    StepResult StepCore(IReadOnlyList<Tensor> microBatches, double lr)
+    {
         foreach (var u in Units) u.Grad.zero_();
         long localTokens = microBatches.Sum(b => b.shape[0] * (b.shape[1] - 1));
         double globalTokens = AllReduceSum(localTokens);
@@ -93,6 +144,7 @@ public sealed class FsdpTrainStep : ITrainStep
             long t = ids.shape[1] - 1;
             lossSum += ForwardBackward(ids.narrow(1, 0, t), ids.narrow(1, 1, t), globalTokens);
         }
+        _worker?.Drain(); // the queued reduce-scatters have landed in Grad before anything reads it
         foreach (var u in Units) u.AllReduceGradients();
         double meanLoss = AllReduceSum(lossSum) / globalTokens;
         long tokens = (long)globalTokens;
@@ -113,18 +165,45 @@ public sealed class FsdpTrainStep : ITrainStep
     double AllReduceSum(double value)
     {
         using var t = tensor(new[] { value }, ScalarType.Float64, device: _model.Device);
-        _comm.AllReduce(t, ReduceOp.Sum);
+        // Through the worker when there is one, behind whatever is queued, so that one thread issues every collective.
+        if (_worker is null) _comm.AllReduce(t, ReduceOp.Sum);
+        else _worker.Run("all_reduce", () => _comm.AllReduce(t, ReduceOp.Sum));
         return t.item<double>();
     }
 
-    void Use(FlatParameterUnit unit)
+    /// <summary>
+    /// Gathers <paramref name="unit"/> (full shard) before it computes. With prefetch, its gather was normally queued
+    /// by the previous use; <paramref name="next"/>'s gather is queued now, before waiting on this one, so the
+    /// worker starts it as soon as this one is in and it runs while this unit computes.
+    /// </summary>
+    void Use(FlatParameterUnit unit, FlatParameterUnit? next)
     {
-        if (GatherPerUse) unit.Gather();
+        if (!GatherPerUse) return;
+        if (_worker is null) unit.Gather();
+        else
+        {
+            var pending = _ahead;
+            if (pending is not null && pending.Unit != unit)
+                throw new InvalidOperationException($"prefetched {pending.Unit.Name} but {unit.Name} is used next");
+            pending ??= unit.StartGather(_worker);
+            _ahead = next?.StartGather(_worker);
+            unit.FinishGather(pending);
+        }
+        UnitInUse?.Invoke(unit, true);
     }
 
     void Done(FlatParameterUnit unit)
     {
-        if (GatherPerUse) unit.Release();
+        if (!GatherPerUse) return;
+        UnitInUse?.Invoke(unit, false);
+        unit.Release();
+    }
+
+    /// <summary>Moves the unit's parameter gradients into its slice: queued behind the prefetched gather with prefetch.</summary>
+    void Reduce(FlatParameterUnit unit)
+    {
+        if (_worker is null) unit.ReduceGradients();
+        else _ = unit.ReduceGradientsAsync(_worker); // awaited by the Drain at the end of the step (or by any later Wait: FIFO)
     }
 
     /// <summary>One micro-batch; returns its summed token NLL (this rank).</summary>
@@ -135,44 +214,48 @@ public sealed class FsdpTrainStep : ITrainStep
         var layerInputs = new Tensor[layers.Count + 1];
         using (no_grad())
         {
-            Use(_embedding);
+            // Units are used in the order embedding, layer0 … layerN-1, head, layerN-1 … layer0, embedding;
+            // each Use names the unit after it, whose gather is prefetched.
+            Use(_embedding, _layers.Length > 0 ? _layers[0] : _head);
             layerInputs[0] = _model.Embedding.forward(inputs);
             Done(_embedding);
             for (int i = 0; i < layers.Count; i++)
             {
-                Use(_layers[i]);
+                Use(_layers[i], i + 1 < _layers.Length ? _layers[i + 1] : _head);
                 layerInputs[i + 1] = layers[i].forward(layerInputs[i], rope);
                 Done(_layers[i]);
             }
         }
-        Use(_head);
+        Use(_head, _layers.Length > 0 ? _layers[^1] : _embedding);
         var top = layerInputs[^1].detach().requires_grad_(true);
         var logits = _model.Logits(_model.FinalNorm.forward(top));
         var nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), reduction: nn.Reduction.Sum);
         (nll / globalTokens).backward();
         var grad = top.grad ?? throw new InvalidOperationException("no gradient reached the last hidden state");
-        _head.ReduceGradients();
+        Reduce(_head);
         Done(_head);
         for (int i = layers.Count - 1; i >= 0; i--)
         {
             using var layerScope = NewDisposeScope();
-            Use(_layers[i]);
+            Use(_layers[i], i > 0 ? _layers[i - 1] : _embedding);
             var x = layerInputs[i].detach().requires_grad_(true);
             var y = layers[i].forward(x, rope);
             autograd.backward([y], [grad]);
             grad = (x.grad ?? throw new InvalidOperationException($"no gradient reached layer {i}'s input")).detach().MoveToOuterDisposeScope();
-            _layers[i].ReduceGradients();
+            Reduce(_layers[i]);
             Done(_layers[i]);
         }
-        Use(_embedding);
+        Use(_embedding, null);
         autograd.backward([_model.Embedding.forward(inputs)], [grad]);
-        _embedding.ReduceGradients();
+        Reduce(_embedding);
         Done(_embedding);
         return nll.item<float>();
     }
 
     /// <summary>Held-out loss of this rank's batch (not reduced across ranks; every rank must call it).</summary>
-    public EvalSums Evaluate(Tensor batch)
+    public EvalSums Evaluate(Tensor batch) => Guarded(() => EvaluateCore(batch));
+
+    EvalSums EvaluateCore(Tensor batch)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -180,16 +263,16 @@ public sealed class FsdpTrainStep : ITrainStep
         long t = ids.shape[1] - 1;
         var inputs = ids.narrow(1, 0, t);
         var rope = _model.Rotary.Tables(0, t, _model.Device, _model.Dtype);
-        Use(_embedding);
+        Use(_embedding, _layers.Length > 0 ? _layers[0] : _head);
         var h = _model.Embedding.forward(inputs);
         Done(_embedding);
         for (int i = 0; i < _layers.Length; i++)
         {
-            Use(_layers[i]);
+            Use(_layers[i], i + 1 < _layers.Length ? _layers[i + 1] : _head);
             h = _model.Layers[i].forward(h, rope);
             Done(_layers[i]);
         }
-        Use(_head);
+        Use(_head, null);
         var logits = _model.Logits(_model.FinalNorm.forward(h)).to(ScalarType.Float32);
         Done(_head);
         var labels = ids.narrow(1, 1, t);
@@ -222,6 +305,13 @@ public sealed class FsdpTrainStep : ITrainStep
 
     public void Dispose()
     {
+        if (_worker is not null)
+        {
+            // Queued collectives are dropped; one in flight ends within the communicator's timeout. If it somehow
+            // does not, the units' tensors are left to the finalizer rather than freed under the worker's feet.
+            var limit = _comm.Timeout > TimeSpan.Zero ? _comm.Timeout + TimeSpan.FromSeconds(5) : TimeSpan.FromSeconds(30);
+            if (!_worker.Shutdown(limit)) return;
+        }
         foreach (var u in Units) u.Dispose();
     }
 }
