@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using Microsoft.Win32.SafeHandles;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -102,7 +103,65 @@ public sealed class SafeTensorsReader : IDisposable
         ReadElements(entry, firstElement, destination);
     }
 
-    void ReadElements(SafeTensorEntry entry, long firstElement, Tensor destination)
+    /// <summary>
+    /// Reads the whole file once, front to back, filling <paramref name="destinations"/>[name] (same shape) for every
+    /// tensor that has one, and returns the sha256 of every byte of the file (header included), as a checkpoint
+    /// manifest records it. Hashing the bytes just read, while they are still in the CPU cache, replaces a separate
+    /// verification pass over the file: one disk read instead of two. The destinations hold unverified data until the
+    /// caller has compared the digest, so a caller must not use them when it does not match.
+    /// Every destination must name a tensor of the file; tensors without a destination are read and hashed only.
+    /// </summary>
+    public byte[] ReadAllIntoHashing(IReadOnlyDictionary<string, Tensor> destinations)
+    {
+        foreach (var name in destinations.Keys) Entry(name); // a missing tensor fails before anything is read
+        // The hash keeps this thread busy between reads; with the kernel fetching the rest of the file meanwhile,
+        // the disk does not sit idle while it runs (measured: scripts/bench/README.md, "Verified resume").
+        MeLlama.Core.IO.PageCache.PrefetchInBackground(file);
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var scratch = new byte[(int)Math.Min(HashChunkBytes, Math.Max(header.DataStart, 1))];
+        HashRange(sha, 0, header.DataStart, ref scratch);
+        // The header guarantees the entries tile the data section up to the end of the file, so file order covers every byte.
+        foreach (var entry in header.EntriesInFileOrder)
+        {
+            if (!destinations.TryGetValue(entry.Name, out var destination))
+            {
+                HashRange(sha, header.DataStart + entry.Begin, entry.ByteLength, ref scratch);
+                continue;
+            }
+            if (!destination.shape.SequenceEqual(entry.Shape))
+                throw new InvalidDataException($"safetensors file {Path}, tensor \"{entry.Name}\": stored shape {entry.ShapeText} but the destination is [{string.Join(", ", destination.shape)}]");
+            if (destination.is_contiguous())
+            {
+                ReadElements(entry, 0, destination, sha);
+                continue;
+            }
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var whole = empty(entry.Shape, entry.Dtype, CPU);
+            ReadElements(entry, 0, whole, sha);
+            destination.copy_(whole);
+        }
+        return sha.GetHashAndReset();
+    }
+
+    /// <summary>
+    /// Piece size while hashing: small enough that the bytes are still in the CPU cache when the hash reads them,
+    /// large enough that the per-read cost is noise next to the copy.
+    /// </summary>
+    const long HashChunkBytes = 4L << 20;
+
+    void HashRange(IncrementalHash sha, long offset, long length, ref byte[] scratch)
+    {
+        if (length > 0 && scratch.Length < Math.Min(length, HashChunkBytes)) scratch = new byte[Math.Min(length, HashChunkBytes)];
+        for (long done = 0; done < length; done += scratch.Length)
+        {
+            var piece = scratch.AsSpan(0, (int)Math.Min(scratch.Length, length - done));
+            SafeTensorsHeader.ReadExactly(file, piece, offset + done, Path);
+            sha.AppendData(piece);
+        }
+    }
+
+    void ReadElements(SafeTensorEntry entry, long firstElement, Tensor destination, IncrementalHash? sha = null)
     {
         long count = destination.numel();
         if (count == 0) return;
@@ -112,7 +171,7 @@ public sealed class SafeTensorsReader : IDisposable
         var flat = destination.view(-1);
         if (destination.device_type == DeviceType.CPU && destination.dtype == entry.Dtype)
         {
-            ReadChunks(entry, flat, fileOffset);
+            ReadChunks(entry, flat, fileOffset, sha);
             return;
         }
         // Convert (e.g. BF16 file → fp32 model) and/or transfer (CPU → GPU) chunk by chunk.
@@ -122,22 +181,25 @@ public sealed class SafeTensorsReader : IDisposable
         {
             long n = Math.Min(chunkElements, count - start);
             var stage = staging.narrow(0, 0, n);
-            ReadChunks(entry, stage, fileOffset + start * entry.ElementSize);
+            ReadChunks(entry, stage, fileOffset + start * entry.ElementSize, sha);
             flat.narrow(0, start, n).copy_(stage);
         }
     }
 
     /// <summary>Reads flat.numel() elements at <paramref name="fileOffset"/> into the contiguous CPU tensor <paramref name="flat"/>.</summary>
-    void ReadChunks(SafeTensorEntry entry, Tensor flat, long fileOffset)
+    void ReadChunks(SafeTensorEntry entry, Tensor flat, long fileOffset, IncrementalHash? sha)
     {
-        // Tensor.bytes spans at most int.MaxValue bytes, so large tensors are read in slices.
-        long sliceElements = Math.Max(1, (1L << 30) / entry.ElementSize);
+        // Tensor.bytes spans at most int.MaxValue bytes, so large tensors are read in slices; when hashing, in
+        // cache-sized slices so the hash reads what the copy just wrote without another trip to memory.
+        long sliceElements = Math.Max(1, (sha is null ? 1L << 30 : HashChunkBytes) / entry.ElementSize);
         long total = flat.shape[0];
         for (long start = 0; start < total; start += sliceElements)
         {
             long count = Math.Min(sliceElements, total - start);
             using var slice = flat.narrow(0, start, count);
-            SafeTensorsHeader.ReadExactly(file, slice.bytes, fileOffset + start * entry.ElementSize, Path);
+            var bytes = slice.bytes;
+            SafeTensorsHeader.ReadExactly(file, bytes, fileOffset + start * entry.ElementSize, Path);
+            sha?.AppendData(bytes);
         }
     }
 

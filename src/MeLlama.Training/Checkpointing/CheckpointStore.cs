@@ -11,6 +11,17 @@ namespace MeLlama.Training.Checkpointing;
 public sealed record CheckpointCheck(string Dir, long Step, bool Ok, string? Problem);
 
 /// <summary>
+/// A checkpoint file did not match its manifest while it was being loaded (the load verifies as it reads): the state
+/// it was loaded into is not usable, and the caller falls back to an older checkpoint.
+/// </summary>
+public sealed class CheckpointCorruptException(string dir, string problem)
+    : IOException($"checkpoint {Path.GetFileName(dir.TrimEnd('/'))}: {problem}")
+{
+    public string Dir { get; } = dir;
+    public string Problem { get; } = problem;
+}
+
+/// <summary>
 /// The checkpoints of one run: <c>RUN/checkpoints/step-00000100/</c> folders plus a <c>latest</c> pointer.
 /// A save writes every file into a hidden temporary folder, fsyncs each, records size and sha256 in
 /// <c>manifest.json</c> (written last), renames the folder into place, fsyncs the parent and only then rewrites
@@ -198,8 +209,12 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
         }
     }
 
-    /// <summary>Checks one folder: manifest present and readable, every listed file present with its size and (when <paramref name="full"/>) sha256.</summary>
-    public static CheckpointCheck Check(string dir, bool full = true)
+    /// <summary>
+    /// Checks one folder: manifest present and readable, every listed file present with its size and (when <paramref name="full"/>) sha256.
+    /// Files named in <paramref name="hashedWhileLoading"/> get the presence and size check only: the caller's loader
+    /// verifies their sha256 as it reads them (and throws <see cref="CheckpointCorruptException"/>), so they are read once.
+    /// </summary>
+    public static CheckpointCheck Check(string dir, bool full = true, IReadOnlySet<string>? hashedWhileLoading = null)
     {
         var m = StepDirPattern().Match(Path.GetFileName(dir.TrimEnd('/')));
         long step = m.Success ? long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) : -1;
@@ -219,9 +234,10 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
         }
         if (full)
         {
-            var hashes = HashAll(listed.Select(f => Path.Combine(dir, f.Key)).ToList(), fsyncFirst: false);
-            for (int i = 0; i < listed.Count; i++)
-                if (hashes[i] != listed[i].Value.Sha256) return new(dir, step, false, $"{listed[i].Key} fails its sha256 checksum");
+            var toHash = listed.Where(f => hashedWhileLoading?.Contains(f.Key) != true).ToList();
+            var hashes = HashAll(toHash.Select(f => Path.Combine(dir, f.Key)).ToList(), fsyncFirst: false);
+            for (int i = 0; i < toHash.Count; i++)
+                if (hashes[i] != toHash[i].Value.Sha256) return new(dir, step, false, $"{toHash[i].Key} fails its sha256 checksum");
         }
         return new(dir, m.Success ? step : manifest.Step, true, null);
     }
@@ -230,12 +246,16 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
     /// The newest checkpoint that passes a full check, or null. Every newer folder that fails is reported
     /// (logged as a warning and returned in <paramref name="skipped"/>) so the user sees why an older one was used.
     /// </summary>
-    public CheckpointCheck? FindLatestGood(out List<CheckpointCheck> skipped)
+    /// <param name="hashedWhileLoading">Files whose sha256 the caller's loader checks as it reads them (see <see cref="Check"/>).</param>
+    /// <param name="rejected">Steps already found corrupt by such a loader: skipped like a failed check.</param>
+    public CheckpointCheck? FindLatestGood(out List<CheckpointCheck> skipped, IReadOnlySet<string>? hashedWhileLoading = null, IReadOnlyDictionary<long, string>? rejected = null)
     {
         skipped = [];
-        foreach (var (_, dir) in List())
+        foreach (var (step, dir) in List())
         {
-            var check = Check(dir, full: true);
+            var check = rejected?.TryGetValue(step, out var problem) == true
+                ? new CheckpointCheck(dir, step, false, problem)
+                : Check(dir, full: true, hashedWhileLoading);
             if (check.Ok)
             {
                 if (skipped.Count > 0)
@@ -254,9 +274,15 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
     /// (rank r hashes files r, r + N, ...), so verifying a 70B checkpoint does not keep the other ranks waiting in a
     /// collective for as long as one rank takes to read all of it. Every rank returns the same checkpoint.
     /// </summary>
-    public CheckpointCheck? FindLatestGood(TrainingWorld world, out List<CheckpointCheck> skipped)
+    /// <remarks>
+    /// <paramref name="hashedWhileLoading"/> and <paramref name="rejected"/> are as in the one-process overload and
+    /// apply on one process only: several ranks hash every file here, split across them, because the sharded engine
+    /// they load with does not verify as it reads.
+    /// </remarks>
+    public CheckpointCheck? FindLatestGood(TrainingWorld world, out List<CheckpointCheck> skipped,
+        IReadOnlySet<string>? hashedWhileLoading = null, IReadOnlyDictionary<long, string>? rejected = null)
     {
-        if (!world.IsDistributed) return FindLatestGood(out skipped);
+        if (!world.IsDistributed) return FindLatestGood(out skipped, hashedWhileLoading, rejected);
         skipped = [];
         long[] mine = world.IsRoot ? [.. List().Select(c => c.Step)] : [];
         long count = world.Broadcast(mine.Length)[0];
@@ -277,6 +303,15 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
             skipped.Add(new CheckpointCheck(dir, step, false, problem));
         }
         return null;
+    }
+
+    /// <summary>The sha256 of every file the folder's manifest lists, or null when the folder has no readable manifest.</summary>
+    public static IReadOnlyDictionary<string, string>? ManifestSha256(string dir)
+    {
+        string path = Path.Combine(dir, ManifestName);
+        if (!File.Exists(path)) return null;
+        try { return JsonSerializer.Deserialize(File.ReadAllText(path), CheckpointManifestJson.Default.CheckpointManifest)?.Files.ToDictionary(f => f.Key, f => f.Value.Sha256); }
+        catch (JsonException e) { throw new CheckpointCorruptException(dir, $"manifest.json is unreadable: {e.Message}"); }
     }
 
     /// <summary>sha256 of this rank's share of a checkpoint's files against its manifest; the first mismatch, or null.</summary>

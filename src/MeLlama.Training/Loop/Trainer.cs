@@ -59,6 +59,18 @@ public sealed class Trainer
 
     public TrainOutcome Run()
     {
+        // On one process the resume reads the newest good-looking checkpoint's weights and optimizer state once,
+        // checking their sha256 as they load (instead of hashing them first and reading them again). A mismatch is
+        // only found once the model and engine exist, so that attempt is dropped and the run starts over, skipping
+        // the rejected checkpoint exactly as if its up-front check had failed.
+        var rejected = new Dictionary<long, string>();
+        while (true)
+            if (RunOnce(rejected) is { } outcome) return outcome;
+    }
+
+    /// <summary>One attempt of <see cref="Run"/>; null when the checkpoint it resumed from failed its checksum while loading (added to <paramref name="rejected"/>).</summary>
+    TrainOutcome? RunOnce(Dictionary<long, string> rejected)
+    {
         var c = _config;
         var world = _options.World ?? TrainingWorld.Single();
         var wall = Stopwatch.StartNew();
@@ -81,7 +93,9 @@ public sealed class Trainer
         if (_options.Resume)
         {
             // All ranks verify together (rank 0's candidate list, the hashing split across ranks) and agree on one step.
-            resumeFrom = store.FindLatestGood(world, out var skipped);
+            // On one process the engine's loader verifies the large files itself (see Run).
+            var hashedWhileLoading = world.IsDistributed ? null : OptimizerCheckpoint.FilesVerifiedWhileLoading;
+            resumeFrom = store.FindLatestGood(world, out var skipped, hashedWhileLoading, rejected);
             if (resumeFrom == null && existing.Count > 0 && world.IsRoot)
                 _log.Warning("Run folder {RunDir} has {Count} checkpoint folder(s) but none is complete; starting from scratch", c.RunDir, existing.Count);
             if (resumeFrom != null)
@@ -130,7 +144,13 @@ public sealed class Trainer
             c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing), world, c.Parallel.Strategy, singleRankComm);
         if (resumeFrom != null && state != null)
         {
-            engine.LoadState(resumeFrom.Dir, state.OptimizerSteps);
+            try { engine.LoadState(resumeFrom.Dir, state.OptimizerSteps); }
+            catch (CheckpointCorruptException e) when (!world.IsDistributed)
+            {
+                _log.Warning("Checkpoint {Checkpoint} is not usable: {Problem}; starting over from an older one", Path.GetFileName(resumeFrom.Dir), e.Problem);
+                rejected[resumeFrom.Step] = e.Problem;
+                return null;
+            }
             RestoreRng(resumeFrom.Dir);
         }
         else if (dtype != ScalarType.Float32 && engine is SingleProcessTrainStep single)

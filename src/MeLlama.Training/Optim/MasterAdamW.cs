@@ -174,6 +174,19 @@ public sealed class MasterAdamW : IDisposable
         StepCount = stepCount;
     }
 
+    /// <summary>
+    /// After <see cref="MasterWeights"/> and <see cref="StateTensors"/> were filled in place by a reader that takes
+    /// all of them at once (<c>SafeTensorsReader.ReadAllIntoHashing</c>): refreshes the model's lower-precision
+    /// copies from the masters and sets the step count, as <see cref="LoadState"/> does.
+    /// </summary>
+    public void CompleteInPlaceLoad(long stepCount)
+    {
+        using var _ = no_grad();
+        foreach (var s in _slots)
+            if (!ReferenceEquals(s.Master, s.Param)) s.Param.copy_(s.Master);
+        StepCount = stepCount;
+    }
+
     static void CopyChecked(Tensor target, Tensor source, string name)
     {
         if (!target.shape.SequenceEqual(source.shape))

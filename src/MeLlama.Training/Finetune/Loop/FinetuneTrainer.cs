@@ -49,6 +49,16 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
 
     public TrainOutcome Run()
     {
+        // As in the pretraining Trainer: the weights and optimizer state are checked against the manifest while they
+        // load (one read), and a checkpoint that fails there is skipped by starting over without it.
+        var rejected = new Dictionary<long, string>();
+        while (true)
+            if (RunOnce(rejected) is { } outcome) return outcome;
+    }
+
+    /// <summary>One attempt of <see cref="Run"/>; null when its checkpoint failed its checksum while loading (added to <paramref name="rejected"/>).</summary>
+    TrainOutcome? RunOnce(Dictionary<long, string> rejected)
+    {
         var c = config;
         var wall = Stopwatch.StartNew();
         var startUtc = DateTime.UtcNow;
@@ -65,7 +75,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         TrainerState? state = null;
         if (options.Resume)
         {
-            resumeFrom = store.FindLatestGood(out _);
+            resumeFrom = store.FindLatestGood(out _, OptimizerCheckpoint.FilesVerifiedWhileLoading, rejected);
             if (resumeFrom != null)
             {
                 if (!FinetuneCheckpointFiles.IsFinetuneCheckpoint(resumeFrom.Dir))
@@ -95,7 +105,13 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
             c.Optimizer.WeightDecay, c.Optimizer.GradClip, ActivationCheckpointing: false));
         if (resumeFrom != null && state != null)
         {
-            engine.LoadState(resumeFrom.Dir, state.OptimizerSteps);
+            try { engine.LoadState(resumeFrom.Dir, state.OptimizerSteps); }
+            catch (CheckpointCorruptException e)
+            {
+                _log.Warning("Checkpoint {Checkpoint} is not usable: {Problem}; starting over from an older one", Path.GetFileName(resumeFrom.Dir), e.Problem);
+                rejected[resumeFrom.Step] = e.Problem;
+                return null;
+            }
             RestoreRng(resumeFrom.Dir);
         }
         long trainable = model.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
