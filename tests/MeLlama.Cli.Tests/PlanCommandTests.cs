@@ -1,22 +1,12 @@
 using System.CommandLine;
 using MeLlama.Model;
 using MeLlama.TestSupport;
+using static MeLlama.Cli.Tests.InProcessCli;
 
 namespace MeLlama.Cli.Tests;
 
 public class PlanCommandTests
 {
-    static (int ExitCode, string Stdout, string Stderr) Mellama(params string[] args)
-    {
-        var root = new RootCommand();
-        foreach (var option in GlobalOptions.All) root.Options.Add(option);
-        foreach (var command in CommandCatalog.Create()) root.Subcommands.Add(command);
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = root.Parse(args).Invoke(new InvocationConfiguration { Output = stdout, Error = stderr });
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
     [Fact]
     public void Seventy_b_fits_on_160_gpus_exit_0_and_not_on_8_exit_1()
     {

@@ -178,24 +178,29 @@ public sealed partial class LaunchedPretrainTests(TwoRankRun run) : IClassFixtur
     }
 
     /// <summary>
-    /// Exercises the engine's sharded <see cref="ITrainStep.SaveState"/>/<see cref="ITrainStep.LoadState"/>: fails with
-    /// NotSupportedException ("sharded checkpoints are not implemented yet") until the sharded-checkpoint engine is merged.
+    /// Launches the 2-rank reference recipe in <paramref name="tmp"/>, sends <paramref name="signal"/> to one rank after step 3
+    /// and checks that the whole job saved and exited 75. Returns the recipe, its file and the launcher's output.
     /// </summary>
+    (TrainConfig Config, string Recipe, string Output) PreemptOneRank(TempDir tmp, int rank, int signal)
+    {
+        Assert.True(run.ExitCode == 0, $"reference launch exited {run.ExitCode}:\n{run.Output}");
+        var config = Recipe(tmp["run"], run.Domains);
+        string recipe = LaunchedRun.WriteRecipe(config, tmp["run.json"]);
+        using var launch = new LaunchedRun(2, recipe);
+        var pids = launch.RankPids(TimeSpan.FromSeconds(60));
+        launch.WaitForSteps(config.RunDir, 3, TimeSpan.FromSeconds(120));
+        Assert.Equal(0, kill(pids[rank], signal));
+        Assert.True(launch.WaitForExit(TimeSpan.FromSeconds(60)) == 75, "expected exit 75:\n" + launch.Output);
+        return (config, recipe, launch.Output);
+    }
+
+    /// <summary>Exercises the engine's sharded <see cref="ITrainStep.SaveState"/>/<see cref="ITrainStep.LoadState"/> through the real binary.</summary>
     [Fact]
     public void SignalToOneRankSavesOnBothAndExits75ThenResumeMatchesTheUninterruptedRun()
     {
-        Assert.True(run.ExitCode == 0, $"reference launch exited {run.ExitCode}:\n{run.Output}");
         using var tmp = new TempDir();
-        var config = Recipe(tmp["run"], run.Domains);
-        string recipe = LaunchedRun.WriteRecipe(config, tmp["run.json"]);
-        using (var launch = new LaunchedRun(2, recipe))
-        {
-            var pids = launch.RankPids(TimeSpan.FromSeconds(60));
-            launch.WaitForSteps(config.RunDir, 3, TimeSpan.FromSeconds(120));
-            Assert.Equal(0, kill(pids[1], 10)); // SIGUSR1 to rank 1 only (as a per-task Slurm signal would)
-            Assert.True(launch.WaitForExit(TimeSpan.FromSeconds(60)) == 75, "expected exit 75:\n" + launch.Output);
-            Assert.Contains(launch.Output.Split('\n'), l => l.StartsWith("[rank 0]", StringComparison.Ordinal) && l.Contains("Received SIGUSR1 (on another rank)", StringComparison.Ordinal));
-        }
+        var (config, recipe, output) = PreemptOneRank(tmp, rank: 1, signal: 10); // SIGUSR1 to rank 1 only (as a per-task Slurm signal would)
+        Assert.Contains(output.Split('\n'), l => l.StartsWith("[rank 0]", StringComparison.Ordinal) && l.Contains("Received SIGUSR1 (on another rank)", StringComparison.Ordinal));
         var store = new CheckpointStore(config.RunDir);
         var saved = store.FindLatestGood(out var skipped);
         Assert.NotNull(saved);
@@ -220,23 +225,13 @@ public sealed partial class LaunchedPretrainTests(TwoRankRun run) : IClassFixtur
     }
     /// <summary>
     /// A checkpoint saved by 2 ranks continues on 1 process (which then uses the sharded engine to read the shards) with
-    /// the losses of the uninterrupted 2-rank run (fp32, within 1e-5 relative). Needs the engine's sharded
-    /// SaveState/LoadState: fails with NotSupportedException until it is merged.
+    /// the losses of the uninterrupted 2-rank run (fp32, within 1e-5 relative).
     /// </summary>
     [Fact]
     public void SavedOnTwoRanksResumesOnOneProcessWithTheSameLosses()
     {
-        Assert.True(run.ExitCode == 0, $"reference launch exited {run.ExitCode}:\n{run.Output}");
         using var tmp = new TempDir();
-        var config = Recipe(tmp["run"], run.Domains);
-        string recipe = LaunchedRun.WriteRecipe(config, tmp["run.json"]);
-        using (var launch = new LaunchedRun(2, recipe))
-        {
-            var pids = launch.RankPids(TimeSpan.FromSeconds(60));
-            launch.WaitForSteps(config.RunDir, 3, TimeSpan.FromSeconds(120));
-            Assert.Equal(0, kill(pids[0], 15)); // SIGTERM to rank 0 only
-            Assert.True(launch.WaitForExit(TimeSpan.FromSeconds(60)) == 75, "expected exit 75:\n" + launch.Output);
-        }
+        var (config, recipe, _) = PreemptOneRank(tmp, rank: 0, signal: 15); // SIGTERM to rank 0 only
         long savedAt = new CheckpointStore(config.RunDir).FindLatestGood(out _)!.Step;
 
         using (var single = new LaunchedRun(1, recipe)) // world size 1: an ordinary single process
