@@ -151,7 +151,7 @@ public sealed class Trainer
                 rejected[resumeFrom.Step] = e.Problem;
                 return null;
             }
-            RestoreRng(resumeFrom.Dir);
+            RngCheckpoint.Restore(resumeFrom.Dir);
         }
         else if (dtype != ScalarType.Float32 && engine is SingleProcessTrainStep single)
         {
@@ -261,7 +261,7 @@ public sealed class Trainer
             // Every rank writes its part of the engine state into the shared folder; rank 0 the run's metadata.
             string dir = store.SaveCoordinated(step, world, engine.SaveState, tmp =>
             {
-                SaveRng(tmp);
+                RngCheckpoint.Save(tmp);
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.TrainerState), JsonSerializer.Serialize(trainerState, TrainerStateJson.Default.TrainerState));
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.Config), ConfigLoader.ToJson(c));
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
@@ -394,18 +394,5 @@ public sealed class Trainer
         foreach (var r in MetricsLog.Read(metricsPath))
             if (r is { Kind: "eval", Domain: { } d, Loss: { } l }) first.TryAdd(d, l);
         return first;
-    }
-
-    static void SaveRng(string dir)
-    {
-        using var cpuState = torch.random.get_rng_state();
-        SafeTensorsWriter.Write(Path.Combine(dir, CheckpointFiles.Rng), [("torch.cpu", cpuState)]);
-    }
-
-    static void RestoreRng(string dir)
-    {
-        using var reader = SafeTensorsReader.Open(Path.Combine(dir, CheckpointFiles.Rng));
-        using var cpuState = reader.ReadTensor("torch.cpu");
-        torch.random.set_rng_state(cpuState);
     }
 }

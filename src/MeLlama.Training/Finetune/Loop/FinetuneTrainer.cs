@@ -112,7 +112,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
                 rejected[resumeFrom.Step] = e.Problem;
                 return null;
             }
-            RestoreRng(resumeFrom.Dir);
+            RngCheckpoint.Restore(resumeFrom.Dir);
         }
         long trainable = model.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         long totalSteps = TotalSteps(c, train.Rows.Count);
@@ -187,7 +187,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
                 engine.SaveState(tmp);
                 if (c.Model.InitFrom is null && c.Method == "lora")
                     SafeTensorsWriter.Write(Path.Combine(tmp, FinetuneCheckpointFiles.BaseModel), built.Lora!.BaseParameters(), new Dictionary<string, string> { ["format"] = "pt" });
-                SaveRng(tmp);
+                RngCheckpoint.Save(tmp);
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.TrainerState), JsonSerializer.Serialize(trainerState, TrainerStateJson.Default.TrainerState));
                 File.WriteAllText(Path.Combine(tmp, FinetuneCheckpointFiles.Config), resolvedConfig);
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
@@ -346,16 +346,4 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
                          "{Targets:N0} assistant tokens, {Padding:N0} padding tokens",
             split, s.Examples, s.Rows, s.Fit, s.PromptTruncated, s.ResponseTruncated, s.Dropped, s.TargetTokens, s.PaddingTokens);
 
-    static void SaveRng(string dir)
-    {
-        using var cpuState = torch.random.get_rng_state();
-        SafeTensorsWriter.Write(Path.Combine(dir, CheckpointFiles.Rng), [("torch.cpu", cpuState)], null);
-    }
-
-    static void RestoreRng(string dir)
-    {
-        using var reader = SafeTensorsReader.Open(Path.Combine(dir, CheckpointFiles.Rng));
-        using var cpuState = reader.ReadTensor("torch.cpu", null);
-        torch.random.set_rng_state(cpuState);
-    }
 }
