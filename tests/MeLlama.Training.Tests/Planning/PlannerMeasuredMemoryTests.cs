@@ -115,13 +115,16 @@ public class PlannerMeasuredMemoryTests(ITestOutputHelper output)
             Loss(model.forward(inputs)).backward();
             model.zero_grad(set_to_none: true);
         }
-        long before = ProcessMemory.ResidentBytes();
-        long measured;
-        using (var step = NewDisposeScope())
+        // Anything else the process does meanwhile only adds resident memory: the smallest of a few forwards is the forward's own.
+        long measured = long.MaxValue;
+        for (int attempt = 0; attempt < 3; attempt++)
         {
+            GC.Collect();
+            long before = ProcessMemory.ResidentBytes();
+            using var step = NewDisposeScope();
             var logits = model.forward(inputs);
             var loss = Loss(logits);
-            measured = ProcessMemory.ResidentBytes() - before;
+            measured = Math.Min(measured, ProcessMemory.ResidentBytes() - before);
             GC.KeepAlive(loss);
         }
         // What is alive after forward: every layer's saved tensors, the final norm's, the logits and the
@@ -144,11 +147,18 @@ public class PlannerMeasuredMemoryTests(ITestOutputHelper output)
         using var engine = new SingleProcessTrainStep(model, Options(checkpointing: true));
         var ids = Batch(c, 1, batch, seq, Seed);
         engine.Step(ids, 1e-4); // warm-up: AdamW state, thread pools, kernel scratch
-        model.zero_grad(set_to_none: true); // the baseline holds no gradients; the measured step allocates them
-        long before = ProcessMemory.ResidentBytes();
-        File.WriteAllText("/proc/self/clear_refs", "5"); // resets VmHWM (peak RSS) to the current RSS
-        engine.Step(ids, 1e-4);
-        long peak = PeakResidentBytes() - before;
+        // Whatever else the process does while a step runs (GC, other threads' scratch) can only add resident memory, so
+        // the smallest of a few measured steps is the step's own peak.
+        long peak = long.MaxValue;
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            model.zero_grad(set_to_none: true); // the baseline holds no gradients; the measured step allocates them
+            GC.Collect();
+            long before = ProcessMemory.ResidentBytes();
+            File.WriteAllText("/proc/self/clear_refs", "5"); // resets VmHWM (peak RSS) to the current RSS
+            engine.Step(ids, 1e-4);
+            peak = Math.Min(peak, PeakResidentBytes() - before);
+        }
         // The single-process fp32 engine is no_shard on one GPU: gradients (model × 4 B), activations, logits.
         var plan = MemoryPlanner.Plan(new MemoryPlanRequest
         {
