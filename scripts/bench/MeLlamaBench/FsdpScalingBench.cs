@@ -38,7 +38,8 @@ static class FsdpScalingBench
         using var scope = NewDisposeScope();
         using var model = new LlamaForCausalLM(shape.Config, seed: 1234);
         var options = new TrainStepOptions(Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, GradClip: 1.0, ActivationCheckpointing: true);
-        using var engine = new FsdpTrainStep(model, comm, options);
+        // As `pretrain` builds it: full shard, gathered units freed after use, next unit prefetched.
+        using var engine = new FsdpTrainStep(model, comm, options, ShardingStrategy.FullShard, freeAfterUse: true);
         var generator = new Generator(42);
         var times = new List<double>();
         var commTimes = new List<double>();
