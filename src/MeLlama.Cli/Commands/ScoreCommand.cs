@@ -90,23 +90,7 @@ public static class ScoreCommand
         watch.Restart();
         try
         {
-            using var file = input is null ? null : new StreamReader(input.FullName, Encoding.UTF8, true, 1 << 20);
-            var reader = file ?? Console.In;
-            Counts counts;
-            if (output is null)
-            {
-                counts = Run(model, () => tokenizer.Value, reader, stdout);
-                stdout.Flush();
-            }
-            else
-            {
-                counts = default;
-                AtomicFile.Write(output.FullName, stream =>
-                {
-                    using var writer = new StreamWriter(stream, new UTF8Encoding(false), 1 << 20, leaveOpen: true);
-                    counts = Run(model, () => tokenizer.Value, reader, writer);
-                });
-            }
+            var counts = JsonLinesStreams.Transform(input, output, stdout, (r, w) => Run(model, () => tokenizer.Value, r, w));
             log.Information("Scored {Lines} sequences, {Tokens} predicted tokens in {Seconds:F2}s", counts.Lines, counts.Tokens, watch.Elapsed.TotalSeconds);
             return 0;
         }

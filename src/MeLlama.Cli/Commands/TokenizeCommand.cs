@@ -66,23 +66,7 @@ public static class TokenizeCommand
         var watch = Stopwatch.StartNew();
         try
         {
-            using var file = input is null ? null : new StreamReader(input.FullName, Encoding.UTF8, true, 1 << 20);
-            var reader = file ?? Console.In;
-            Counts counts;
-            if (output is null)
-            {
-                counts = Run(tokenizer, reader, stdout, bos, eos);
-                stdout.Flush();
-            }
-            else
-            {
-                counts = default;
-                AtomicFile.Write(output.FullName, stream =>
-                {
-                    using var writer = new StreamWriter(stream, new UTF8Encoding(false), 1 << 20, leaveOpen: true);
-                    counts = Run(tokenizer, reader, writer, bos, eos);
-                });
-            }
+            var counts = JsonLinesStreams.Transform(input, output, stdout, (r, w) => Run(tokenizer, r, w, bos, eos));
             log.Information("Tokenized {Lines} lines into {Tokens} tokens in {Seconds:F2}s", counts.Lines, counts.Tokens, watch.Elapsed.TotalSeconds);
             return 0;
         }
