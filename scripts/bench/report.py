@@ -116,8 +116,8 @@ def main():
         rows = [("HF export save (HfCheckpoint.Save, fsync)", "hf_bytes", "hf_save", disk["write_gb_per_s"]),
                 ("HF load, cold cache (HfCheckpoint.LoadModel)", "hf_bytes", "hf_load_cold", disk["read_gb_per_s"]),
                 ("HF load, from page cache", "hf_bytes", "hf_load_page_cache", None),
-                ("trainer checkpoint save (weights + AdamW, fsync, sha256 manifest)", "trainer_bytes", "trainer_save", disk["write_gb_per_s"]),
-                ("trainer resume, cold (sha256 check + load)", "trainer_bytes", "trainer_check_and_load_cold", disk["read_gb_per_s"]),
+                ("trainer checkpoint save (weights + AdamW, fsync, xxh128 manifest)", "trainer_bytes", "trainer_save", disk["write_gb_per_s"]),
+                ("trainer resume, cold (checksum check + load)", "trainer_bytes", "trainer_check_and_load_cold", disk["read_gb_per_s"]),
                 ("trainer load only, cold", "trainer_bytes", "trainer_load_cold", disk["read_gb_per_s"])]
         for label, bytes_key, key, ref in rows:
             r = ck[key]

@@ -1,3 +1,5 @@
+using System.Text.Json;
+using MeLlama.Core.IO;
 using MeLlama.Model;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Engine;
@@ -9,7 +11,7 @@ using static TorchSharp.torch;
 namespace MeLlama.Training.Tests;
 
 /// <summary>
-/// A one-process resume checks the weights' and optimizer state's sha256 while it loads them (one read instead of a
+/// A one-process resume checks the weights' and optimizer state's checksums while it loads them (one read instead of a
 /// hashing pass and then a load). These tests pin that this single pass is as safe as the two-pass check: a flipped
 /// byte is caught by the load itself and the resume falls back to the previous checkpoint, and an intact checkpoint
 /// loads bit for bit.
@@ -69,7 +71,7 @@ public sealed class VerifiedResumeTests
         var config = TrainTestData.TinyRecipe(tmp["run"], TrainTestData.TwoDomains(tmp.Path), 3);
         var run = TrainerHarness.Train(config);
         string dir = run.Checkpoint!;
-        Assert.NotNull(CheckpointStore.ManifestSha256(dir)); // a store checkpoint: the load verifies
+        Assert.NotNull(CheckpointStore.ManifestFiles(dir)); // a store checkpoint: the load verifies
 
         // Into a fresh engine, then written back out: the same bytes as the checkpoint's files.
         using var engine = EngineFor(dir);
@@ -79,6 +81,60 @@ public sealed class VerifiedResumeTests
         engine.SaveState(copy);
         Assert.Equal(TrainerHarness.ModelSha(dir), TrainerHarness.ModelSha(copy));
         Assert.Equal(TrainerHarness.OptimizerSha(dir), TrainerHarness.OptimizerSha(copy));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AFormatOneCheckpointWithSha256ChecksumsStillVerifiesAndLoads(bool damaged)
+    {
+        using var tmp = new TempDir();
+        var config = TrainTestData.TinyRecipe(tmp["run"], TrainTestData.TwoDomains(tmp.Path), 3);
+        string dir = TrainerHarness.Train(config).Checkpoint!;
+        string optimizerSha = TrainerHarness.OptimizerSha(dir);
+
+        // What a checkpoint written before XXH128 looks like: format 1, sha256 of every file.
+        string manifestPath = Path.Combine(dir, CheckpointStore.ManifestName);
+        var manifest = JsonSerializer.Deserialize(File.ReadAllText(manifestPath), CheckpointManifestJson.Default.CheckpointManifest)!;
+        Assert.Equal(CheckpointManifest.CurrentFormat, manifest.FormatVersion);
+        Assert.All(manifest.Files.Values, f => Assert.True(f.Xxh128 is { Length: 32 } && f.Sha256 is null));
+        var old = manifest with
+        {
+            FormatVersion = 1,
+            Files = manifest.Files.ToDictionary(f => f.Key, f => new ManifestFile(f.Value.Size, Sha256: ContentDigest.OfFile(Path.Combine(dir, f.Key), DigestAlgorithm.Sha256))),
+        };
+        File.WriteAllText(manifestPath, JsonSerializer.Serialize(old, CheckpointManifestJson.Default.CheckpointManifest));
+        Assert.Contains("\"sha256\"", File.ReadAllText(manifestPath));
+        Assert.DoesNotContain("xxh128", File.ReadAllText(manifestPath));
+
+        if (damaged) FlipOneByte(Path.Combine(dir, CheckpointFiles.Optimizer), "data");
+        var check = CheckpointStore.Check(dir);
+        Assert.Equal(!damaged, check.Ok);
+        using var engine = EngineFor(dir);
+        if (damaged)
+        {
+            Assert.Equal($"{CheckpointFiles.Optimizer} fails its sha256 checksum", check.Problem);
+            var e = Assert.Throws<CheckpointCorruptException>(() => engine.LoadState(dir, 3));
+            Assert.Contains("sha256", e.Problem);
+            return;
+        }
+        engine.LoadState(dir, 3);
+        string copy = tmp["copy"];
+        Directory.CreateDirectory(copy);
+        engine.SaveState(copy);
+        Assert.Equal(optimizerSha, TrainerHarness.OptimizerSha(copy));
+    }
+
+    [Fact]
+    public void ManifestChecksumsAreCanonicalXxh128AsXxhsumPrintsThem()
+    {
+        // xxhsum -H2 (XXH3 128-bit, canonical big-endian hex): anyone can check a checkpoint without MeLlama.
+        using var tmp = new TempDir();
+        string empty = Path.Combine(tmp.Path, "empty"), abc = Path.Combine(tmp.Path, "abc");
+        File.WriteAllBytes(empty, []);
+        File.WriteAllText(abc, "abc");
+        Assert.Equal("99aa06d3014798d86001c324468d497f", ContentDigest.OfFile(empty, DigestAlgorithm.Xxh128));
+        Assert.Equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", ContentDigest.OfFile(abc, DigestAlgorithm.Sha256));
     }
 
     /// <summary>A one-process engine for the checkpoint's model, its state zero (not the checkpoint's).</summary>

@@ -16,8 +16,8 @@ namespace MeLlamaBench;
 /// <item>HF export (<see cref="HfCheckpoint.Save(LlamaForCausalLM,string,ScalarType,long,Action{string}?)"/>, fp32, fsynced) and
 /// <see cref="HfCheckpoint.LoadModel"/> (model built, weights read) with the files dropped from the page cache first;</item>
 /// <item>the trainer's checkpoint (<see cref="CheckpointStore.Save"/> of <see cref="SingleProcessTrainStep.SaveState"/>:
-/// fp32 weights + AdamW moments, fsync, sha256 manifest) and its resume read (<see cref="CheckpointStore.FindLatestGood(out List{CheckpointCheck}, IReadOnlySet{string}?, IReadOnlyDictionary{long, string}?)"/>
-/// + LoadState, which checks the large files' sha256 as it reads them); "load only" is LoadState alone (it verifies too).</item>
+/// fp32 weights + AdamW moments, fsync, xxh128 manifest) and its resume read (<see cref="CheckpointStore.FindLatestGood(out List{CheckpointCheck}, IReadOnlySet{string}?, IReadOnlyDictionary{long, string}?)"/>
+/// + LoadState, which checks the large files' checksums as it reads them); "load only" is LoadState alone (it verifies too).</item>
 /// </list>
 /// </summary>
 static class CheckpointBench
@@ -62,7 +62,7 @@ static class CheckpointBench
         TrainBench.Log($"building the empty model: {TrainBench.Median(construct):F3} s");
         Directory.Delete(hfDir, recursive: true);
 
-        // The trainer's checkpoint: weights + optimizer state through CheckpointStore (fsync + sha256 manifest).
+        // The trainer's checkpoint: weights + optimizer state through CheckpointStore (fsync + xxh128 manifest).
         var options = new TrainStepOptions(0.9, 0.95, 1e-8, 0.1, 1.0, false);
         using var step = new SingleProcessTrainStep(model, options);
         string runDir = Path.Combine(work, "run");
@@ -97,7 +97,7 @@ static class CheckpointBench
             sw.Restart();
             step.LoadState(dir, i + 1);
             TrainBench.Log($"load only: cold {trainerLoadOnly[^1]:F3} s using {loadCpu:F3} CPU-s; from page cache {sw.Elapsed.TotalSeconds:F3} s");
-            TrainBench.Log($"trainer checkpoint {trainerBytes / 1e9:F3} GB: save+fsync+sha256 {trainerBytes / trainerSave[^1] / 1e9:F2} GB/s, check+load {trainerBytes / trainerResume[^1] / 1e9:F2} GB/s, load only {trainerBytes / trainerLoadOnly[^1] / 1e9:F2} GB/s");
+            TrainBench.Log($"trainer checkpoint {trainerBytes / 1e9:F3} GB: save+fsync+checksum {trainerBytes / trainerSave[^1] / 1e9:F2} GB/s, check+load {trainerBytes / trainerResume[^1] / 1e9:F2} GB/s, load only {trainerBytes / trainerLoadOnly[^1] / 1e9:F2} GB/s");
             store.Prune(1);
         }
         Directory.Delete(runDir, recursive: true);

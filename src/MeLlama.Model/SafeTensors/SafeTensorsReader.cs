@@ -1,4 +1,4 @@
-using System.Security.Cryptography;
+using MeLlama.Core.IO;
 using Microsoft.Win32.SafeHandles;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -105,19 +105,19 @@ public sealed class SafeTensorsReader : IDisposable
 
     /// <summary>
     /// Reads the whole file once, front to back, filling <paramref name="destinations"/>[name] (same shape) for every
-    /// tensor that has one, and returns the sha256 of every byte of the file (header included), as a checkpoint
-    /// manifest records it. Hashing the bytes just read, while they are still in the CPU cache, replaces a separate
+    /// tensor that has one, and returns the <paramref name="algorithm"/> digest (lower-case hex) of every byte of the
+    /// file (header included), as a checkpoint manifest records it. Hashing the bytes just read, while they are still in the CPU cache, replaces a separate
     /// verification pass over the file: one disk read instead of two. The destinations hold unverified data until the
     /// caller has compared the digest, so a caller must not use them when it does not match.
     /// Every destination must name a tensor of the file; tensors without a destination are read and hashed only.
     /// </summary>
-    public byte[] ReadAllIntoHashing(IReadOnlyDictionary<string, Tensor> destinations)
+    public string ReadAllIntoHashing(IReadOnlyDictionary<string, Tensor> destinations, DigestAlgorithm algorithm)
     {
         foreach (var name in destinations.Keys) Entry(name); // a missing tensor fails before anything is read
         // The hash keeps this thread busy between reads; with the kernel fetching the rest of the file meanwhile,
         // the disk does not sit idle while it runs (measured: scripts/bench/README.md, "Verified resume").
-        MeLlama.Core.IO.PageCache.PrefetchInBackground(file);
-        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        PageCache.PrefetchInBackground(file);
+        using var sha = new ContentDigest(algorithm);
         var scratch = new byte[(int)Math.Min(HashChunkBytes, Math.Max(header.DataStart, 1))];
         HashRange(sha, 0, header.DataStart, ref scratch);
         // The header guarantees the entries tile the data section up to the end of the file, so file order covers every byte.
@@ -141,7 +141,7 @@ public sealed class SafeTensorsReader : IDisposable
             ReadElements(entry, 0, whole, sha);
             destination.copy_(whole);
         }
-        return sha.GetHashAndReset();
+        return sha.FinishHex();
     }
 
     /// <summary>
@@ -150,18 +150,18 @@ public sealed class SafeTensorsReader : IDisposable
     /// </summary>
     const long HashChunkBytes = 4L << 20;
 
-    void HashRange(IncrementalHash sha, long offset, long length, ref byte[] scratch)
+    void HashRange(ContentDigest sha, long offset, long length, ref byte[] scratch)
     {
         if (length > 0 && scratch.Length < Math.Min(length, HashChunkBytes)) scratch = new byte[Math.Min(length, HashChunkBytes)];
         for (long done = 0; done < length; done += scratch.Length)
         {
             var piece = scratch.AsSpan(0, (int)Math.Min(scratch.Length, length - done));
             SafeTensorsHeader.ReadExactly(file, piece, offset + done, Path);
-            sha.AppendData(piece);
+            sha.Append(piece);
         }
     }
 
-    void ReadElements(SafeTensorEntry entry, long firstElement, Tensor destination, IncrementalHash? sha = null)
+    void ReadElements(SafeTensorEntry entry, long firstElement, Tensor destination, ContentDigest? sha = null)
     {
         long count = destination.numel();
         if (count == 0) return;
@@ -187,7 +187,7 @@ public sealed class SafeTensorsReader : IDisposable
     }
 
     /// <summary>Reads flat.numel() elements at <paramref name="fileOffset"/> into the contiguous CPU tensor <paramref name="flat"/>.</summary>
-    void ReadChunks(SafeTensorEntry entry, Tensor flat, long fileOffset, IncrementalHash? sha)
+    void ReadChunks(SafeTensorEntry entry, Tensor flat, long fileOffset, ContentDigest? sha)
     {
         // Tensor.bytes spans at most int.MaxValue bytes, so large tensors are read in slices; when hashing, in
         // cache-sized slices so the hash reads what the copy just wrote without another trip to memory.
@@ -199,7 +199,7 @@ public sealed class SafeTensorsReader : IDisposable
             using var slice = flat.narrow(0, start, count);
             var bytes = slice.bytes;
             SafeTensorsHeader.ReadExactly(file, bytes, fileOffset + start * entry.ElementSize, Path);
-            sha?.AppendData(bytes);
+            sha?.Append(bytes);
         }
     }
 

@@ -23,7 +23,7 @@ public sealed class CheckpointCorruptException(string dir, string problem)
 
 /// <summary>
 /// The checkpoints of one run: <c>RUN/checkpoints/step-00000100/</c> folders plus a <c>latest</c> pointer.
-/// A save writes every file into a hidden temporary folder, fsyncs each, records size and sha256 in
+/// A save writes every file into a hidden temporary folder, fsyncs each, records size and checksum in
 /// <c>manifest.json</c> (written last), renames the folder into place, fsyncs the parent and only then rewrites
 /// <c>latest</c>. A crash at any point leaves the previous checkpoints intact; a folder that is missing a file or
 /// fails a checksum is never loaded: <see cref="FindLatestGood"/> falls back to the newest complete one.
@@ -70,7 +70,7 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
             // Files are fsynced and hashed on several threads (weights and optimizer state hash at the same time).
             var hashes = HashAll(files, fsyncFirst: true);
             for (int i = 0; i < files.Count; i++)
-                manifest.Files[Path.GetFileName(files[i])] = new ManifestFile(new FileInfo(files[i]).Length, hashes[i]);
+                manifest.Files[Path.GetFileName(files[i])] = ManifestFile.Of(new FileInfo(files[i]).Length, CheckpointManifest.Digest, hashes[i]);
             AtomicFile.WriteAllText(Path.Combine(tmp, ManifestName), JsonSerializer.Serialize(manifest, CheckpointManifestJson.Default.CheckpointManifest));
             AtomicFile.FsyncDirectory(tmp);
             AtomicFile.Commit(tmp, final);
@@ -146,7 +146,7 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
                 throw new IOException($"checkpoint {DirName(step)}: the ranks see different files in {tmp} (shared file system not coherent?); nothing was committed");
 
             // 4. Rank r hashes files r, r + N, ...; the digests meet on every rank through an exact int64 sum (one writer per row).
-            const int Row = 5; // size + 4 × 8 bytes of sha256
+            int digestLongs = ContentDigest.Size(CheckpointManifest.Digest) / 8, Row = 1 + digestLongs; // size + the checksum's bytes
             var table = new long[files.Count * Row];
             foreach (var f in files) FsyncFile(f);
             var mine = Enumerable.Range(0, files.Count).Where(i => i % world.Size == world.Rank).ToList();
@@ -156,7 +156,7 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
                 int i = mine[k];
                 table[i * Row] = new FileInfo(files[i]).Length;
                 var bytes = Convert.FromHexString(hashes[k]);
-                for (int w = 0; w < 4; w++) table[i * Row + 1 + w] = BitConverter.ToInt64(bytes, 8 * w);
+                for (int w = 0; w < digestLongs; w++) table[i * Row + 1 + w] = BitConverter.ToInt64(bytes, 8 * w);
             }
             table = world.SumExact(table);
 
@@ -169,9 +169,9 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
                     var manifest = new CheckpointManifest { Step = step, CreatedUtc = DateTimeOffset.UtcNow, WorldSize = world.Size };
                     for (int i = 0; i < files.Count; i++)
                     {
-                        var bytes = new byte[32];
-                        for (int w = 0; w < 4; w++) BitConverter.TryWriteBytes(bytes.AsSpan(8 * w), table[i * Row + 1 + w]);
-                        manifest.Files[Name(files[i])] = new ManifestFile(table[i * Row], Convert.ToHexStringLower(bytes));
+                        var bytes = new byte[8 * digestLongs];
+                        for (int w = 0; w < digestLongs; w++) BitConverter.TryWriteBytes(bytes.AsSpan(8 * w), table[i * Row + 1 + w]);
+                        manifest.Files[Name(files[i])] = ManifestFile.Of(table[i * Row], CheckpointManifest.Digest, Convert.ToHexStringLower(bytes));
                     }
                     foreach (var sub in Directory.EnumerateDirectories(tmp, "*", SearchOption.AllDirectories)) AtomicFile.FsyncDirectory(sub);
                     AtomicFile.WriteAllText(Path.Combine(tmp, ManifestName), JsonSerializer.Serialize(manifest, CheckpointManifestJson.Default.CheckpointManifest));
@@ -210,9 +210,9 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
     }
 
     /// <summary>
-    /// Checks one folder: manifest present and readable, every listed file present with its size and (when <paramref name="full"/>) sha256.
+    /// Checks one folder: manifest present and readable, every listed file present with its size and (when <paramref name="full"/>) checksum.
     /// Files named in <paramref name="hashedWhileLoading"/> get the presence and size check only: the caller's loader
-    /// verifies their sha256 as it reads them (and throws <see cref="CheckpointCorruptException"/>), so they are read once.
+    /// verifies their checksum as it reads them (and throws <see cref="CheckpointCorruptException"/>), so they are read once.
     /// </summary>
     public static CheckpointCheck Check(string dir, bool full = true, IReadOnlySet<string>? hashedWhileLoading = null)
     {
@@ -235,9 +235,7 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
         if (full)
         {
             var toHash = listed.Where(f => hashedWhileLoading?.Contains(f.Key) != true).ToList();
-            var hashes = HashAll(toHash.Select(f => Path.Combine(dir, f.Key)).ToList(), fsyncFirst: false);
-            for (int i = 0; i < toHash.Count; i++)
-                if (hashes[i] != toHash[i].Value.Sha256) return new(dir, step, false, $"{toHash[i].Key} fails its sha256 checksum");
+            if (VerifyAll(dir, toHash) is { } problem) return new(dir, step, false, problem);
         }
         return new(dir, m.Success ? step : manifest.Step, true, null);
     }
@@ -246,7 +244,7 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
     /// The newest checkpoint that passes a full check, or null. Every newer folder that fails is reported
     /// (logged as a warning and returned in <paramref name="skipped"/>) so the user sees why an older one was used.
     /// </summary>
-    /// <param name="hashedWhileLoading">Files whose sha256 the caller's loader checks as it reads them (see <see cref="Check"/>).</param>
+    /// <param name="hashedWhileLoading">Files whose checksum the caller's loader checks as it reads them (see <see cref="Check"/>).</param>
     /// <param name="rejected">Steps already found corrupt by such a loader: skipped like a failed check.</param>
     public CheckpointCheck? FindLatestGood(out List<CheckpointCheck> skipped, IReadOnlySet<string>? hashedWhileLoading = null, IReadOnlyDictionary<long, string>? rejected = null)
     {
@@ -270,7 +268,7 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
 
     /// <summary>
     /// <see cref="FindLatestGood(out List{CheckpointCheck})"/> for all ranks together (each rank calls it): rank 0's
-    /// listing is the candidate list, every rank checks presence and sizes, and the sha256 work is split across ranks
+    /// listing is the candidate list, every rank checks presence and sizes, and the checksum work is split across ranks
     /// (rank r hashes files r, r + N, ...), so verifying a 70B checkpoint does not keep the other ranks waiting in a
     /// collective for as long as one rank takes to read all of it. Every rank returns the same checkpoint.
     /// </summary>
@@ -298,33 +296,30 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
                     _log.Warning("Falling back to checkpoint {Checkpoint} because {Count} newer one(s) are incomplete or corrupt", Path.GetFileName(dir), skipped.Count);
                 return quick;
             }
-            problem ??= "a file failed its sha256 checksum on another rank";
+            problem ??= "a file failed its checksum on another rank";
             _log.Warning("Checkpoint {Checkpoint} is not usable: {Problem}", Path.GetFileName(dir), problem);
             skipped.Add(new CheckpointCheck(dir, step, false, problem));
         }
         return null;
     }
 
-    /// <summary>The sha256 of every file the folder's manifest lists, or null when the folder has no readable manifest.</summary>
-    public static IReadOnlyDictionary<string, string>? ManifestSha256(string dir)
+    /// <summary>Size and checksum of every file the folder's manifest lists, or null when the folder has no manifest.</summary>
+    public static IReadOnlyDictionary<string, ManifestFile>? ManifestFiles(string dir)
     {
         string path = Path.Combine(dir, ManifestName);
         if (!File.Exists(path)) return null;
-        try { return JsonSerializer.Deserialize(File.ReadAllText(path), CheckpointManifestJson.Default.CheckpointManifest)?.Files.ToDictionary(f => f.Key, f => f.Value.Sha256); }
+        try { return JsonSerializer.Deserialize(File.ReadAllText(path), CheckpointManifestJson.Default.CheckpointManifest)?.Files; }
         catch (JsonException e) { throw new CheckpointCorruptException(dir, $"manifest.json is unreadable: {e.Message}"); }
     }
 
-    /// <summary>sha256 of this rank's share of a checkpoint's files against its manifest; the first mismatch, or null.</summary>
+    /// <summary>Checksums of this rank's share of a checkpoint's files against its manifest; the first mismatch, or null.</summary>
     static string? CheckShare(string dir, TrainingWorld world)
     {
         try
         {
             var manifest = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, ManifestName)), CheckpointManifestJson.Default.CheckpointManifest)!;
             var listed = manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal).Where((_, i) => i % world.Size == world.Rank).ToList();
-            var hashes = HashAll(listed.Select(f => Path.Combine(dir, f.Key)).ToList(), fsyncFirst: false);
-            for (int i = 0; i < listed.Count; i++)
-                if (hashes[i] != listed[i].Value.Sha256) return $"{listed[i].Key} fails its sha256 checksum";
-            return null;
+            return VerifyAll(dir, listed);
         }
         catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException)
         {
@@ -373,24 +368,38 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
         catch (InvalidOperationException) { return false; }
     }
 
-    /// <summary>sha256 of each file (in the given order), computed on up to one thread per core.</summary>
+    /// <summary>The checksum new manifests record (<see cref="CheckpointManifest.Digest"/>) of each file, in the given order.</summary>
     static string[] HashAll(IReadOnlyList<string> files, bool fsyncFirst)
     {
         var hashes = new string[files.Count];
+        InParallel(files.Count, i =>
+        {
+            if (fsyncFirst) FsyncFile(files[i]);
+            hashes[i] = ContentDigest.OfFile(files[i], CheckpointManifest.Digest);
+        });
+        return hashes;
+    }
+
+    /// <summary>Each listed file of <paramref name="dir"/> against its manifest checksum; the first problem in list order, or null.</summary>
+    static string? VerifyAll(string dir, IReadOnlyList<KeyValuePair<string, ManifestFile>> listed)
+    {
+        var problems = new string?[listed.Count];
+        InParallel(listed.Count, i => problems[i] = listed[i].Value.Verify(listed[i].Key, Path.Combine(dir, listed[i].Key)));
+        return problems.FirstOrDefault(p => p is not null);
+    }
+
+    /// <summary>Runs <paramref name="body"/> for 0..count-1 on up to one thread per core (the weights and optimizer files hash at the same time).</summary>
+    static void InParallel(int count, Action<int> body)
+    {
         try
         {
-            Parallel.For(0, files.Count, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
-            {
-                if (fsyncFirst) FsyncFile(files[i]);
-                hashes[i] = AtomicFile.Sha256File(files[i]);
-            });
+            Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, body);
         }
         catch (AggregateException e)
         {
             // Callers see the I/O error itself, as with a sequential loop.
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
         }
-        return hashes;
     }
 
     static void FsyncFile(string path)

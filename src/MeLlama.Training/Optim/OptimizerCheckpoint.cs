@@ -24,7 +24,7 @@ public static class OptimizerCheckpoint
 
     /// <summary>
     /// Restores master weights, model weights and moments from <paramref name="checkpointDir"/>. When the folder has
-    /// a manifest (every checkpoint a <see cref="CheckpointStore"/> wrote), each file's sha256 is computed from the
+    /// a manifest (every checkpoint a <see cref="CheckpointStore"/> wrote), each file's checksum is computed from the
     /// bytes as they are read and compared with it: a resume then reads each byte once instead of hashing the files
     /// first and reading them again. On a mismatch this throws <see cref="CheckpointCorruptException"/> and the
     /// optimizer (and model) hold partly loaded state that the caller must replace, e.g. by loading an older checkpoint.
@@ -32,7 +32,7 @@ public static class OptimizerCheckpoint
     public static void LoadFrom(this MasterAdamW optimizer, string checkpointDir, long optimizerSteps)
     {
         string modelPath = Path.Combine(checkpointDir, CheckpointFiles.Model), statePath = Path.Combine(checkpointDir, CheckpointFiles.Optimizer);
-        var expected = CheckpointStore.ManifestSha256(checkpointDir);
+        var expected = CheckpointStore.ManifestFiles(checkpointDir);
         if (expected is null)
         {
             // Not a store checkpoint (e.g. files written straight by SaveTo): nothing to check against.
@@ -44,15 +44,17 @@ public static class OptimizerCheckpoint
         }
         var masters = optimizer.MasterWeights().ToDictionary(t => t.Name, t => t.Tensor);
         var moments = optimizer.StateTensors().ToDictionary(t => t.Name, t => t.Tensor);
-        var digests = new byte[2][];
+        // A file the manifest does not list is still read (and then rejected by Verify as unlisted).
+        DigestAlgorithm AlgorithmOf(string file) => expected.TryGetValue(file, out var e) && e.Checksum is { } c ? c.Algorithm : CheckpointManifest.Digest;
+        var digests = new string[2];
         try
         {
-            // Both files at once: SHA-256 of one file runs on one core (~1.5 GB/s with SHA-NI), below the disk's read
-            // rate, so the two files are hashed on two threads. Each thread reads its file front to back, which keeps
-            // kernel readahead working (the slot-by-slot order of LoadState alternates between the two files).
+            // Both files at once, each on its own thread and front to back, which keeps kernel readahead working (the
+            // slot-by-slot order of LoadState alternates between the two files) and puts both cores on the copies.
+            // Each file is checked with the algorithm its manifest entry names (sha256 for format-1 checkpoints).
             Parallel.Invoke(
-                () => { using var r = SafeTensorsReader.Open(modelPath); digests[0] = r.ReadAllIntoHashing(masters); },
-                () => { using var r = SafeTensorsReader.Open(statePath); digests[1] = r.ReadAllIntoHashing(moments); });
+                () => { using var r = SafeTensorsReader.Open(modelPath); digests[0] = r.ReadAllIntoHashing(masters, AlgorithmOf(CheckpointFiles.Model)); },
+                () => { using var r = SafeTensorsReader.Open(statePath); digests[1] = r.ReadAllIntoHashing(moments, AlgorithmOf(CheckpointFiles.Optimizer)); });
         }
         catch (AggregateException e)
         {
@@ -62,8 +64,10 @@ public static class OptimizerCheckpoint
             // match, the file is what was saved and the error (e.g. a different model) is the caller's to see.
             if (first is InvalidDataException or KeyNotFoundException)
                 foreach (var file in FilesVerifiedWhileLoading.Order(StringComparer.Ordinal))
-                    if (!expected.TryGetValue(file, out var sha) || AtomicFile.Sha256File(Path.Combine(checkpointDir, file)) != sha)
-                        throw new CheckpointCorruptException(checkpointDir, $"{file} fails its sha256 checksum ({first.Message})");
+                {
+                    string? problem = expected.TryGetValue(file, out var entry) ? entry.Verify(file, Path.Combine(checkpointDir, file)) : $"{file} is not listed in its manifest";
+                    if (problem is not null) throw new CheckpointCorruptException(checkpointDir, $"{problem} ({first.Message})");
+                }
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
         }
         Verify(checkpointDir, CheckpointFiles.Model, digests[0], expected);
@@ -71,11 +75,11 @@ public static class OptimizerCheckpoint
         optimizer.CompleteInPlaceLoad(optimizerSteps);
     }
 
-    static void Verify(string dir, string file, byte[] digest, IReadOnlyDictionary<string, string> expected)
+    static void Verify(string dir, string file, string digest, IReadOnlyDictionary<string, ManifestFile> expected)
     {
-        if (!expected.TryGetValue(file, out var sha))
+        if (!expected.TryGetValue(file, out var entry) || entry.Checksum is not { } checksum)
             throw new CheckpointCorruptException(dir, $"{file} is not listed in its manifest");
-        if (!string.Equals(Convert.ToHexStringLower(digest), sha, StringComparison.Ordinal))
-            throw new CheckpointCorruptException(dir, $"{file} fails its sha256 checksum");
+        if (!entry.Matches(digest))
+            throw new CheckpointCorruptException(dir, $"{file} fails its {ContentDigest.Name(checksum.Algorithm)} checksum");
     }
 }

@@ -47,7 +47,8 @@ public class CoordinatedCheckpointTests
         foreach (var (name, entry) in manifest.Files)
         {
             // Hashed by different ranks and gathered through the int64 reduction: must equal the file's own digest.
-            Assert.Equal(AtomicFile.Sha256File(Path.Combine(dirs[0], name)), entry.Sha256);
+            Assert.Equal(ContentDigest.OfFile(Path.Combine(dirs[0], name), DigestAlgorithm.Xxh128), entry.Xxh128);
+            Assert.Null(entry.Sha256);
             Assert.Equal(new FileInfo(Path.Combine(dirs[0], name)).Length, entry.Size);
         }
         Assert.True(CheckpointStore.Check(dirs[0]).Ok);
@@ -95,7 +96,7 @@ public class CoordinatedCheckpointTests
         Assert.Equal(["shards/shard-rank0.bin", "shards/shard-rank1.bin", "trainer_state.json"], Manifest(dir).Files.Keys.Order(StringComparer.Ordinal));
         Assert.True(CheckpointStore.Check(dir).Ok);
         File.WriteAllBytes(Path.Combine(dir, "shards", "shard-rank0.bin"), new byte[4096]); // same size, other bytes
-        Assert.Contains("shards/shard-rank0.bin fails its sha256 checksum", CheckpointStore.Check(dir).Problem);
+        Assert.Contains("shards/shard-rank0.bin fails its xxh128 checksum", CheckpointStore.Check(dir).Problem);
     }
 
     [Fact]
@@ -116,7 +117,7 @@ public class CoordinatedCheckpointTests
         InProcessRanks.Run(2, comm => chosen[comm.Rank] = new CheckpointStore(tmp.Path).FindLatestGood(TrainingWorld.Of(comm), out skipped[comm.Rank]));
         Assert.All(chosen, c => Assert.Equal(10, c!.Step));
         Assert.All(skipped, s => Assert.Equal(20, Assert.Single(s).Step));
-        Assert.Contains("shard-rank1.bin fails its sha256 checksum", skipped[1][0].Problem);
+        Assert.Contains("shard-rank1.bin fails its xxh128 checksum", skipped[1][0].Problem);
         Assert.Contains("on another rank", skipped[0][0].Problem);
     }
 
