@@ -7,7 +7,7 @@
 #   3. checkpoint save/load (HF export and the trainer's checkpoint) vs the disk's dd sequential write/read;
 #   4. generate tokens/s through `mellama generate --benchmark` vs a PyTorch KV-cache greedy decode (skipped where
 #      the generate command is absent).
-# Writes scripts/bench/results/<date>-<host>.json and .md and prints the Markdown table.
+# Writes scripts/bench/results/<date>-<host>-<shape>[-<parts>][-N].json and .md and prints the Markdown table.
 #
 # usage: scripts/bench/run.sh [--shape 130m|small|tiny] [--steps N] [--warmup N] [--quick] [--only train,tokenize,checkpoint]
 #                             [--threads N] [--no-install] [--phases] [--omp-passive]
@@ -214,5 +214,9 @@ skipped = dict(l.rstrip("\n").split("\t", 1) for l in open(os.path.join(parts, "
 json.dump(skipped, open(os.path.join(parts, "skipped.json"), "w"), indent=2)
 PYEOF
 BASE="$RESULTS/$(date +%Y-%m-%d)-$HOST-$SHAPE"
+# A partial run (--only) names its parts, so it never replaces the day's full results.
+[ "$ONLY" = "train,tokenize,checkpoint,generate" ] || BASE="$BASE-${ONLY//,/-}"
+# Never overwrite an earlier result of the same day: number the next one.
+if [ -e "$BASE.json" ]; then n=2; while [ -e "$BASE-$n.json" ]; do n=$((n + 1)); done; BASE="$BASE-$n"; fi
 $PY scripts/bench/report.py "$PARTS" "$BASE.json" "$BASE.md"
 echo "run.sh: wrote $BASE.json and $BASE.md" >&2
