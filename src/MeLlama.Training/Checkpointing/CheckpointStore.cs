@@ -273,9 +273,9 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
     /// collective for as long as one rank takes to read all of it. Every rank returns the same checkpoint.
     /// </summary>
     /// <remarks>
-    /// <paramref name="hashedWhileLoading"/> and <paramref name="rejected"/> are as in the one-process overload and
-    /// apply on one process only: several ranks hash every file here, split across them, because the sharded engine
-    /// they load with does not verify as it reads.
+    /// <paramref name="hashedWhileLoading"/> and <paramref name="rejected"/> are as in the one-process overload; every
+    /// rank must pass the same ones (the sharded engine's <c>FilesVerifiedWhileLoading</c>, and the steps its
+    /// <c>LoadState</c> rejected on all ranks together).
     /// </remarks>
     public CheckpointCheck? FindLatestGood(TrainingWorld world, out List<CheckpointCheck> skipped,
         IReadOnlySet<string>? hashedWhileLoading = null, IReadOnlyDictionary<long, string>? rejected = null)
@@ -288,8 +288,14 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
         foreach (long step in steps)
         {
             string dir = Path.Combine(Root, DirName(step));
+            if (rejected?.TryGetValue(step, out var known) == true)
+            {
+                _log.Warning("Checkpoint {Checkpoint} is not usable: {Problem}", Path.GetFileName(dir), known);
+                skipped.Add(new CheckpointCheck(dir, step, false, known));
+                continue;
+            }
             var quick = Check(dir, full: false);
-            string? problem = quick.Ok ? CheckShare(dir, world) : quick.Problem;
+            string? problem = quick.Ok ? CheckShare(dir, world, hashedWhileLoading) : quick.Problem;
             if (!world.Any(problem != null))
             {
                 if (skipped.Count > 0)
@@ -313,12 +319,13 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
     }
 
     /// <summary>Checksums of this rank's share of a checkpoint's files against its manifest; the first mismatch, or null.</summary>
-    static string? CheckShare(string dir, TrainingWorld world)
+    static string? CheckShare(string dir, TrainingWorld world, IReadOnlySet<string>? hashedWhileLoading)
     {
         try
         {
             var manifest = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, ManifestName)), CheckpointManifestJson.Default.CheckpointManifest)!;
-            var listed = manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal).Where((_, i) => i % world.Size == world.Rank).ToList();
+            var listed = manifest.Files.Where(f => hashedWhileLoading?.Contains(f.Key) != true).OrderBy(f => f.Key, StringComparer.Ordinal)
+                .Where((_, i) => i % world.Size == world.Rank).ToList();
             return VerifyAll(dir, listed);
         }
         catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException)

@@ -59,8 +59,8 @@ public sealed class Trainer
 
     public TrainOutcome Run()
     {
-        // On one process the resume reads the newest good-looking checkpoint's weights and optimizer state once,
-        // checking their sha256 as they load (instead of hashing them first and reading them again). A mismatch is
+        // The resume reads the newest good-looking checkpoint's weights and optimizer state once,
+        // checking their checksums as they load (instead of hashing them first and reading them again). A mismatch is
         // only found once the model and engine exist, so that attempt is dropped and the run starts over, skipping
         // the rejected checkpoint exactly as if its up-front check had failed.
         var rejected = new Dictionary<long, string>();
@@ -93,8 +93,11 @@ public sealed class Trainer
         if (_options.Resume)
         {
             // All ranks verify together (rank 0's candidate list, the hashing split across ranks) and agree on one step.
-            // On one process the engine's loader verifies the large files itself (see Run).
-            var hashedWhileLoading = world.IsDistributed ? null : OptimizerCheckpoint.FilesVerifiedWhileLoading;
+            // The engine's loader verifies the large files itself as it reads them (see Run): on one process the weights
+            // and optimizer state, on several ranks each rank its own slice files (when saved on as many ranks).
+            var hashedWhileLoading = world.IsDistributed
+                ? ShardedCheckpoint.FilesVerifiedWhileLoading(world.Size, ShardingStrategies.Parse(c.Parallel.Strategy))
+                : OptimizerCheckpoint.FilesVerifiedWhileLoading;
             resumeFrom = store.FindLatestGood(world, out var skipped, hashedWhileLoading, rejected);
             if (resumeFrom == null && existing.Count > 0 && world.IsRoot)
                 _log.Warning("Run folder {RunDir} has {Count} checkpoint folder(s) but none is complete; starting from scratch", c.RunDir, existing.Count);
@@ -145,8 +148,9 @@ public sealed class Trainer
         if (resumeFrom != null && state != null)
         {
             try { engine.LoadState(resumeFrom.Dir, state.OptimizerSteps); }
-            catch (CheckpointCorruptException e) when (!world.IsDistributed)
+            catch (CheckpointCorruptException e)
             {
+                // On several ranks the engine throws this on every rank together, so all of them start over alike.
                 _log.Warning("Checkpoint {Checkpoint} is not usable: {Problem}; starting over from an older one", Path.GetFileName(resumeFrom.Dir), e.Problem);
                 rejected[resumeFrom.Step] = e.Problem;
                 return null;

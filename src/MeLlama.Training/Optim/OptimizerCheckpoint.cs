@@ -42,44 +42,11 @@ public static class OptimizerCheckpoint
             optimizer.LoadState((name, into) => model.ReadInto(name, into), (name, into) => state.ReadInto(name, into), optimizerSteps);
             return;
         }
-        var masters = optimizer.MasterWeights().ToDictionary(t => t.Name, t => t.Tensor);
-        var moments = optimizer.StateTensors().ToDictionary(t => t.Name, t => t.Tensor);
-        // A file the manifest does not list is still read (and then rejected by Verify as unlisted).
-        DigestAlgorithm AlgorithmOf(string file) => expected.TryGetValue(file, out var e) && e.Checksum is { } c ? c.Algorithm : CheckpointManifest.Digest;
-        var digests = new string[2];
-        try
-        {
-            // Both files at once, each on its own thread and front to back, which keeps kernel readahead working (the
-            // slot-by-slot order of LoadState alternates between the two files) and puts both cores on the copies.
-            // Each file is checked with the algorithm its manifest entry names (sha256 for format-1 checkpoints).
-            Parallel.Invoke(
-                () => { using var r = SafeTensorsReader.Open(modelPath); digests[0] = r.ReadAllIntoHashing(masters, AlgorithmOf(CheckpointFiles.Model)); },
-                () => { using var r = SafeTensorsReader.Open(statePath); digests[1] = r.ReadAllIntoHashing(moments, AlgorithmOf(CheckpointFiles.Optimizer)); });
-        }
-        catch (AggregateException e)
-        {
-            var first = e.InnerExceptions[0];
-            // A damaged header (or one whose names or shapes changed) fails before the digest is complete; it is
-            // corruption, with the resume falling back, when the file's bytes differ from the manifest's. When they
-            // match, the file is what was saved and the error (e.g. a different model) is the caller's to see.
-            if (first is InvalidDataException or KeyNotFoundException)
-                foreach (var file in FilesVerifiedWhileLoading.Order(StringComparer.Ordinal))
-                {
-                    string? problem = expected.TryGetValue(file, out var entry) ? entry.Verify(file, Path.Combine(checkpointDir, file)) : $"{file} is not listed in its manifest";
-                    if (problem is not null) throw new CheckpointCorruptException(checkpointDir, $"{problem} ({first.Message})");
-                }
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
-        }
-        Verify(checkpointDir, CheckpointFiles.Model, digests[0], expected);
-        Verify(checkpointDir, CheckpointFiles.Optimizer, digests[1], expected);
+        VerifiedLoad.Run(checkpointDir, expected,
+        [
+            new VerifiedFile(CheckpointFiles.Model, optimizer.MasterWeights().ToDictionary(t => t.Name, t => t.Tensor)),
+            new VerifiedFile(CheckpointFiles.Optimizer, optimizer.StateTensors().ToDictionary(t => t.Name, t => t.Tensor)),
+        ]);
         optimizer.CompleteInPlaceLoad(optimizerSteps);
-    }
-
-    static void Verify(string dir, string file, string digest, IReadOnlyDictionary<string, ManifestFile> expected)
-    {
-        if (!expected.TryGetValue(file, out var entry) || entry.Checksum is not { } checksum)
-            throw new CheckpointCorruptException(dir, $"{file} is not listed in its manifest");
-        if (!entry.Matches(digest))
-            throw new CheckpointCorruptException(dir, $"{file} fails its {ContentDigest.Name(checksum.Algorithm)} checksum");
     }
 }

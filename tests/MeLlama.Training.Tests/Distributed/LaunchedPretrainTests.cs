@@ -224,6 +224,43 @@ public sealed partial class LaunchedPretrainTests(TwoRankRun run) : IClassFixtur
         Assert.Equal(TrainerHarness.TrainLosses(run.Config.RunDir), TrainerHarness.TrainLosses(config.RunDir));
     }
     /// <summary>
+    /// Each rank checks its own slice files against the manifest as it loads them (no hashing pass first): a flipped byte
+    /// in rank 1's optimizer slice of the newest checkpoint makes both ranks reject it together, resume from the previous
+    /// one and end bit-identical to the run that saved them.
+    /// </summary>
+    [Fact]
+    public void AFlippedByteInOneRanksSliceFileMakesBothRanksFallBackTogether()
+    {
+        using var tmp = new TempDir();
+        var config = Recipe(tmp["run"], run.Domains, steps: 6) with { Checkpoint = new CheckpointSection { Interval = 3, KeepLast = 5, SaveFinal = true } };
+        string recipe = LaunchedRun.WriteRecipe(config, tmp["run.json"]);
+        using (var first = new LaunchedRun(2, recipe))
+            Assert.True(first.WaitForExit(TimeSpan.FromSeconds(180)) == 0, "first launch failed:\n" + first.Output);
+        var before = TrainerHarness.TrainLosses(config.RunDir);
+        string newest = new CheckpointStore(config.RunDir).FindLatestGood(out _)!.Dir;
+        Assert.EndsWith(CheckpointStore.DirName(6), newest);
+        string victim = Engine.Sharded.ShardedCheckpoint.OptimizerShardFile(1, 2);
+        using (var fs = new FileStream(Path.Combine(newest, victim), FileMode.Open, FileAccess.ReadWrite))
+        {
+            fs.Position = fs.Length - 5;
+            int b = fs.ReadByte();
+            fs.Position = fs.Length - 5;
+            fs.WriteByte((byte)(b ^ 0x01));
+        }
+
+        using (var again = new LaunchedRun(2, recipe))
+        {
+            Assert.True(again.WaitForExit(TimeSpan.FromSeconds(180)) == 0, "resumed launch failed:\n" + again.Output);
+            var lines = again.Output.Split('\n');
+            Assert.Contains(lines, l => l.StartsWith("[rank 1]", StringComparison.Ordinal) && l.Contains($"{victim} fails its xxh128 checksum", StringComparison.Ordinal));
+            Assert.Contains(lines, l => l.StartsWith("[rank 0]", StringComparison.Ordinal) && l.Contains("a slice file failed its checksum on another rank; starting over from an older one", StringComparison.Ordinal));
+            Assert.Contains(lines, l => l.StartsWith("[rank 0]", StringComparison.Ordinal) && l.Contains("Resuming from", StringComparison.Ordinal) && l.Contains(CheckpointStore.DirName(3), StringComparison.Ordinal));
+        }
+        Assert.Equal(before, TrainerHarness.TrainLosses(config.RunDir));
+        Assert.True(CheckpointStore.Check(newest).Ok, "step 6 is saved again, intact");
+    }
+
+    /// <summary>
     /// A checkpoint saved by 2 ranks continues on 1 process (which then uses the sharded engine to read the shards) with
     /// the losses of the uninterrupted 2-rank run (fp32, within 1e-5 relative).
     /// </summary>

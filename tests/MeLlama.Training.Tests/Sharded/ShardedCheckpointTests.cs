@@ -90,6 +90,61 @@ public class ShardedCheckpointTests
         AssertLossesMatch(uninterrupted.Skip(SaveAt).ToList(), resumed, $"resumed on {resumeWorld} ranks ({strategy})");
     }
 
+    /// <summary>A manifest as <see cref="CheckpointStore"/> commits it (xxh128 of every file), for a folder the engine wrote directly.</summary>
+    static void WriteManifest(string dir)
+    {
+        var manifest = new CheckpointManifest { Step = SaveAt, CreatedUtc = DateTimeOffset.UtcNow, WorldSize = 2 };
+        foreach (var f in Directory.EnumerateFiles(dir))
+            manifest.Files[Path.GetFileName(f)] = ManifestFile.Of(new FileInfo(f).Length, CheckpointManifest.Digest, Core.IO.ContentDigest.OfFile(f, CheckpointManifest.Digest));
+        File.WriteAllText(Path.Combine(dir, CheckpointStore.ManifestName), JsonSerializer.Serialize(manifest, CheckpointManifestJson.Default.CheckpointManifest));
+    }
+
+    /// <summary>
+    /// Resuming on as many ranks as saved, each rank reads its own slice files once and checks them against the manifest
+    /// as it loads (the store's up-front check leaves them out): a flipped byte in rank 1's file makes LoadState throw
+    /// CheckpointCorruptException on both ranks (rank 1 naming the file), so the trainer falls back on every rank alike;
+    /// an intact folder resumes with the uninterrupted losses through the same path.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SameWorldResumeChecksEachRanksSliceFilesAsItLoads(bool damaged)
+    {
+        using var tmp = new TempDir();
+        var (uninterrupted, _) = RunSharded(2, Steps);
+        RunSharded(2, SaveAt, tmp.Path);
+        WriteManifest(tmp.Path);
+        var verified = ShardedCheckpoint.FilesVerifiedWhileLoading(2, ShardingStrategy.FullShard);
+        Assert.Equal(4, verified.Count);
+        Assert.Empty(ShardedCheckpoint.FilesVerifiedWhileLoading(2, ShardingStrategy.NoShard));
+        string victim = ShardedCheckpoint.OptimizerShardFile(1, 2);
+        if (damaged)
+        {
+            using var fs = new FileStream(Path.Combine(tmp.Path, victim), FileMode.Open, FileAccess.ReadWrite);
+            fs.Position = fs.Length / 2;
+            int b = fs.ReadByte();
+            fs.Position = fs.Length / 2;
+            fs.WriteByte((byte)(b ^ 0x10));
+        }
+        // Only the load itself can catch the flip: the up-front check skips the slice files.
+        Assert.True(CheckpointStore.Check(tmp.Path, full: true, verified).Ok);
+        Assert.Equal(!damaged, CheckpointStore.Check(tmp.Path, full: true).Ok);
+        if (!damaged)
+        {
+            AssertLossesMatch(uninterrupted.Skip(SaveAt).ToList(), Resume(tmp.Path, 2, ShardingStrategy.FullShard), "verified resume on 2 ranks");
+            return;
+        }
+        var problems = new string?[2];
+        InProcessRanks.Run(2, comm =>
+        {
+            using var model = new LlamaForCausalLM(Tiny, seed: Seed + 99);
+            using var engine = new FsdpTrainStep(model, comm, Options, ShardingStrategy.FullShard);
+            problems[comm.Rank] = Assert.Throws<CheckpointCorruptException>(() => engine.LoadState(tmp.Path, SaveAt)).Problem;
+        });
+        Assert.Equal($"{victim} fails its xxh128 checksum", problems[1]);
+        Assert.Equal("a slice file failed its checksum on another rank", problems[0]);
+    }
+
     [Theory]
     [InlineData("full_shard")]
     [InlineData("no_shard")] // each rank writes its slice of the full buffer it holds

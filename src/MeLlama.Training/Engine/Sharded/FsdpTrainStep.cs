@@ -1,5 +1,6 @@
 using MeLlama.Distributed;
 using MeLlama.Model;
+using MeLlama.Training.Checkpointing;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -291,10 +292,23 @@ public sealed class FsdpTrainStep : ITrainStep
         _comm.Barrier();
     }
 
-    /// <summary>Loads a sharded checkpoint saved with any world size and strategy, re-slicing it for this rank.</summary>
+    /// <summary>
+    /// Loads a sharded checkpoint saved with any world size and strategy, re-slicing it for this rank. Where the ranks
+    /// check their own slice files as they read them (<see cref="ShardedCheckpoint.FilesVerifiedWhileLoading"/>), a
+    /// mismatch on any rank throws <see cref="CheckpointCorruptException"/> on every rank, so all of them fall back to
+    /// an older checkpoint together instead of one rank leaving the job.
+    /// </summary>
     public void LoadState(string checkpointDir, long optimizerSteps)
     {
-        ShardedCheckpoint.Load(checkpointDir, Units);
+        CheckpointCorruptException? corrupt = null;
+        try { ShardedCheckpoint.Load(checkpointDir, Units, _comm.Rank, _comm.WorldSize); }
+        catch (CheckpointCorruptException e) { corrupt = e; }
+        using (var flag = torch.tensor(new[] { corrupt is null ? 0f : 1f }, device: Units[0].Master.device))
+        {
+            _comm.AllReduce(flag, ReduceOp.Max);
+            if (flag.cpu().item<float>() > 0)
+                throw corrupt ?? new CheckpointCorruptException(checkpointDir, "a slice file failed its checksum on another rank");
+        }
         OptimizerSteps = optimizerSteps;
         foreach (var u in Units)
         {

@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using MeLlama.Core.IO;
 using MeLlama.Distributed;
 using MeLlama.Model;
+using MeLlama.Training.Checkpointing;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -106,10 +107,24 @@ public static class ShardedCheckpoint
     }
 
     /// <summary>
+    /// The files that <see cref="Load"/> on <paramref name="world"/> ranks with <paramref name="strategy"/> checks
+    /// against the checkpoint's manifest as it reads them (each rank its own two slice files, when the checkpoint was
+    /// saved on as many ranks and the strategy shards); an up-front check may leave these to the load. Names of other
+    /// world sizes never match, so a re-slicing resume still has every file checked up front.
+    /// </summary>
+    public static IReadOnlySet<string> FilesVerifiedWhileLoading(int world, ShardingStrategy strategy) =>
+        strategy == ShardingStrategy.NoShard ? new HashSet<string>()
+            : Enumerable.Range(0, world).SelectMany(r => new[] { ModelShardFile(r, world), OptimizerShardFile(r, world) }).ToHashSet(StringComparer.Ordinal);
+
+    /// <summary>
     /// Fills every unit's master weights and moments (this rank's part) from the checkpoint in <paramref name="dir"/>,
     /// whatever world size and strategy saved it. Checks that units and parameters match the model.
+    /// <para>When the checkpoint was saved on <paramref name="world"/> ranks, this rank's slices are exactly its
+    /// saved files, and the folder has a manifest, the two files are read whole, once, and checked against the
+    /// manifest as they load (<see cref="VerifiedLoad"/>; <see cref="FilesVerifiedWhileLoading"/>): a mismatch throws
+    /// <see cref="CheckpointCorruptException"/> on this rank (<see cref="FsdpTrainStep.LoadState"/> makes every rank throw).</para>
     /// </summary>
-    public static void Load(string dir, IReadOnlyList<FlatParameterUnit> units)
+    public static void Load(string dir, IReadOnlyList<FlatParameterUnit> units, int rank, int world)
     {
         if (!IsSharded(dir) && File.Exists(Path.Combine(dir, CheckpointFiles.Model)))
         {
@@ -128,6 +143,20 @@ public static class ShardedCheckpoint
         }
         if (units.Count != meta.Units.Count)
             throw new InvalidDataException($"sharded checkpoint {dir} has {meta.Units.Count} units, the model {units.Count}");
+        if (meta.WorldSize == world && units.All(u => u.OwnedNumel == saved[u.Name].ShardNumel && u.OwnedOffset == rank * saved[u.Name].ShardNumel)
+            && File.Exists(Path.Combine(dir, ModelShardFile(rank, world))) && File.Exists(Path.Combine(dir, OptimizerShardFile(rank, world)))
+            && CheckpointStore.ManifestFiles(dir) is { } manifest)
+        {
+            using var noGrad = no_grad();
+            VerifiedLoad.Run(dir, manifest,
+            [
+                new VerifiedFile(ModelShardFile(rank, world), units.ToDictionary(u => u.Name, u => u.Master), r => CheckShardFile(dir, meta, r, rank, optimizer: false)),
+                new VerifiedFile(OptimizerShardFile(rank, world),
+                    units.SelectMany(u => new[] { ("exp_avg." + u.Name, u.ExpAvg), ("exp_avg_sq." + u.Name, u.ExpAvgSq) }).ToDictionary(x => x.Item1, x => x.Item2),
+                    r => CheckShardFile(dir, meta, r, rank, optimizer: true)),
+            ]);
+            return;
+        }
         using var model = ShardSet.Open(dir, meta, optimizer: false);
         using var optim = ShardSet.Open(dir, meta, optimizer: true);
         using var _ = no_grad();
@@ -217,6 +246,24 @@ public static class ShardedCheckpoint
         return list;
     }
 
+    /// <summary>Checks that an opened slice file is rank <paramref name="rank"/>'s of the saved world and holds every unit's fp32 slice.</summary>
+    static void CheckShardFile(string dir, ShardingMetadata meta, SafeTensorsReader reader, int rank, bool optimizer)
+    {
+        int world = meta.WorldSize;
+        string file = Path.GetFileName(reader.Path);
+        string? savedRank = reader.Metadata.GetValueOrDefault("rank"), size = reader.Metadata.GetValueOrDefault("world_size");
+        if (savedRank != rank.ToString(CultureInfo.InvariantCulture) || size != world.ToString(CultureInfo.InvariantCulture))
+            throw new InvalidDataException($"sharded checkpoint {dir}: {file} says rank {savedRank ?? "?"} of {size ?? "?"}");
+        foreach (var u in meta.Units)
+            foreach (var name in optimizer ? new[] { "exp_avg." + u.Name, "exp_avg_sq." + u.Name } : [u.Name])
+            {
+                if (!reader.Entries.TryGetValue(name, out var e))
+                    throw new InvalidDataException($"sharded checkpoint {dir}: {file} has no tensor {name}");
+                if (e.Dtype != ScalarType.Float32 || e.ElementCount != u.ShardNumel)
+                    throw new InvalidDataException($"sharded checkpoint {dir}: {file}, tensor {name} is {e.Dtype} {e.ShapeText}; expected fp32 [{u.ShardNumel}]");
+            }
+    }
+
     /// <summary>One reader per saved rank for the model (or optimizer) files, opened and checked up front.</summary>
     sealed class ShardSet : IDisposable
     {
@@ -243,17 +290,7 @@ public static class ShardedCheckpoint
                         throw new FileNotFoundException($"sharded checkpoint {dir} is incomplete: {file} (rank {r} of {world}) is missing", path);
                     try { readers[r] = SafeTensorsReader.Open(path); }
                     catch (InvalidDataException e) { throw new InvalidDataException($"sharded checkpoint {dir}: {file} (rank {r} of {world}) is damaged: {e.Message}", e); }
-                    string? rank = readers[r].Metadata.GetValueOrDefault("rank"), size = readers[r].Metadata.GetValueOrDefault("world_size");
-                    if (rank != r.ToString(CultureInfo.InvariantCulture) || size != world.ToString(CultureInfo.InvariantCulture))
-                        throw new InvalidDataException($"sharded checkpoint {dir}: {file} says rank {rank ?? "?"} of {size ?? "?"}");
-                    foreach (var u in meta.Units)
-                        foreach (var name in optimizer ? new[] { "exp_avg." + u.Name, "exp_avg_sq." + u.Name } : [u.Name])
-                        {
-                            if (!readers[r].Entries.TryGetValue(name, out var e))
-                                throw new InvalidDataException($"sharded checkpoint {dir}: {file} has no tensor {name}");
-                            if (e.Dtype != ScalarType.Float32 || e.ElementCount != u.ShardNumel)
-                                throw new InvalidDataException($"sharded checkpoint {dir}: {file}, tensor {name} is {e.Dtype} {e.ShapeText}; expected fp32 [{u.ShardNumel}]");
-                        }
+                    CheckShardFile(dir, meta, readers[r], r, optimizer);
                 }
                 return new ShardSet(readers, world);
             }
