@@ -28,6 +28,7 @@ public static class CommandFailures
         OperationCanceledException => new(ExitCodes.Preempted, "interrupted; run the same command again to continue", false),
         CollectiveException => new(ExitCodes.Failed, $"collectives failed: {e.Message}", false),
         PeerAuthenticationException or TimeoutException => new(ExitCodes.Failed, $"could not join the job: {e.Message}", false),
+        PlatformNotSupportedException => new(ExitCodes.Failed, e.Message, false),
         FileNotFoundException { FileName: { } file } => new(ExitCodes.BadInput, $"file not found: {file}", false),
         JsonException j => new(ExitCodes.BadInput, $"malformed JSON{JsonPosition(j)}", false),
         ConfigError or DistributedEnvironmentException or DataConfigException or PrepareInputException or PrepareOutputException
@@ -51,9 +52,11 @@ public static class CommandFailures
     }
 
     /// <summary>For failures before logging is set up (config and option parsing): one line on <paramref name="stderr"/>.</summary>
-    public static int Report(Exception e, TextWriter stderr, string command, bool readingInput = true)
+    /// <param name="log">Also gets a bug's stack trace.</param>
+    public static int Report(Exception e, TextWriter stderr, string command, bool readingInput = true, ILogger? log = null)
     {
         var f = Classify(e, readingInput);
+        if (f.IsBug) log?.Fatal(e, "{Command} failed", command);
         stderr.WriteLine($"mellama {command}: {f.Message}");
         return f.ExitCode;
     }
