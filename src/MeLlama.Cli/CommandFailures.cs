@@ -26,8 +26,8 @@ public static class CommandFailures
     public static CommandFailure Classify(Exception e, bool readingInput = false) => e switch
     {
         OperationCanceledException => new(ExitCodes.Preempted, "interrupted; run the same command again to continue", false),
-        CollectiveException => new(ExitCodes.Failed, $"collectives failed: {e.Message}", false),
-        PeerAuthenticationException or TimeoutException => new(ExitCodes.Failed, $"could not join the job: {e.Message}", false),
+        CollectiveException => new(ExitCodes.Failed, $"Collectives failed: {e.Message}", false),
+        PeerAuthenticationException or TimeoutException => new(ExitCodes.Failed, $"Could not join the job: {e.Message}", false),
         PlatformNotSupportedException => new(ExitCodes.Failed, e.Message, false),
         FileNotFoundException { FileName: { } file } => new(ExitCodes.BadInput, $"file not found: {file}", false),
         JsonException j => new(ExitCodes.BadInput, $"malformed JSON{JsonPosition(j)}", false),

@@ -61,6 +61,7 @@ public class CommandFailuresTests
         var bug = CommandFailures.Classify(new InvalidOperationException("sequence contains no elements"));
         Assert.Equal((1, true), (bug.ExitCode, bug.IsBug));
         Assert.StartsWith("InvalidOperationException: ", bug.Message);
+        Assert.StartsWith("Collectives failed", collective.Message); // launched tests look for this phrase
         // A null argument is a bug in the caller, not bad input.
         Assert.True(CommandFailures.Classify(new ArgumentNullException("x")).IsBug);
     }
