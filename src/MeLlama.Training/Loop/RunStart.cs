@@ -11,7 +11,7 @@ using TorchSharp;
 namespace MeLlama.Training.Loop;
 
 /// <summary>How one invocation of a trainer runs, whatever it trains (pretraining and fine-tuning options map onto it).</summary>
-public sealed record RunControls
+public record RunControls
 {
     public ILogger Log { get; init; } = Serilog.Core.Logger.None;
     /// <summary>Continue from the run folder's newest good checkpoint. False: refuse to start when one exists.</summary>

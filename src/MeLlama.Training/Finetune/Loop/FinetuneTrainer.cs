@@ -17,18 +17,8 @@ using static TorchSharp.torch;
 
 namespace MeLlama.Training.Finetune.Loop;
 
-/// <summary>How one fine-tuning invocation runs.</summary>
-public sealed record FinetuneOptions
-{
-    public ILogger Log { get; init; } = Serilog.Core.Logger.None;
-    /// <summary>Continue from the run folder's newest good checkpoint (default).</summary>
-    public bool Resume { get; init; } = true;
-    public TimeSpan? TimeLimit { get; init; }
-    public StopSignals? Signals { get; init; }
-    public bool Progress { get; init; }
-    /// <summary>Test hook: called after each optimizer step.</summary>
-    public Action<long>? AfterStep { get; init; }
-}
+/// <summary>How one fine-tuning invocation runs: the controls every trainer takes (log, resume, time limit, signals, progress, test hook).</summary>
+public sealed record FinetuneOptions : RunControls;
 
 /// <summary>
 /// Instruction tuning with the pretraining machinery: the same checkpoint store (atomic, verified, pruned, newest good
@@ -55,10 +45,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         var dtype = ModelFactory.ComputeDtype(c.Precision);
 
         // ---- where to start
-        var start = RunStart.Open(c.RunDir, c.Threads, c.Seed, TrainingWorld.Single(), new RunControls
-        {
-            Log = _log, Resume = options.Resume, TimeLimit = options.TimeLimit, Signals = options.Signals, Progress = options.Progress, AfterStep = options.AfterStep,
-        }, rejected, checkResumable: CheckCompatible);
+        var start = RunStart.Open(c.RunDir, c.Threads, c.Seed, TrainingWorld.Single(), options, rejected, checkResumable: CheckCompatible);
         var (resumeFrom, state) = (start.ResumeFrom, start.State);
 
         // ---- tokenizer, template, data
