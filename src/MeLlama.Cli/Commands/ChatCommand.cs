@@ -98,15 +98,9 @@ public static class ChatCommand
             }
             return 0;
         }
-        catch (Exception e) when (e is ArgumentException or FormatException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException or NotSupportedException or Training.Config.ConfigError)
-        {
-            log.Error("{Message}", e.Message);
-            return 2;
-        }
         catch (Exception e)
         {
-            log.Fatal(e, "chat failed");
-            return 1;
+            return CommandFailures.Report(e, log, "chat");
         }
     }
 }

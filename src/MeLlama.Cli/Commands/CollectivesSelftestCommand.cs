@@ -70,8 +70,7 @@ public static class CollectivesSelftestCommand
             }
             catch (Exception e) when (e is DistributedEnvironmentException or FormatException)
             {
-                Console.Error.WriteLine($"collectives-selftest: {e.Message}");
-                return 2;
+                return CommandFailures.Report(e, parse.InvocationConfiguration.Error, "collectives-selftest");
             }
 
             using var log = LogSetup.Create(GlobalOptions.LogOptions(parse, env.IsDistributed ? env.Rank : null));
@@ -92,15 +91,9 @@ public static class CollectivesSelftestCommand
                 if (code == CollectivesSelfTest.StoppedExitCode) log.Warning("Stopped on {Signal}", PosixSignals.Name(stopSignal));
                 return code;
             }
-            catch (CollectiveException e)
+            catch (Exception e)
             {
-                log.Fatal("Collectives failed: {Message}", e.Message);
-                return 1;
-            }
-            catch (Exception e) when (e is PeerAuthenticationException or TimeoutException or IOException or DistributedEnvironmentException)
-            {
-                log.Fatal("Could not join the job: {Message}", e.Message);
-                return e is DistributedEnvironmentException ? 2 : 1;
+                return CommandFailures.Report(e, log, "collectives-selftest");
             }
         });
         return command;

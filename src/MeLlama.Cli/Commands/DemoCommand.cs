@@ -59,10 +59,9 @@ public static class DemoCommand
             overrides.AddRange(userOverrides);
             config = ConfigLoader.Load("demo", overrides);
         }
-        catch (ConfigError e)
+        catch (Exception e)
         {
-            log.Error("{Message}", e.Message);
-            return ExitCodes.BadInput;
+            return CommandFailures.Report(e, log, "demo", readingInput: true);
         }
 
         // 1. Prepare the built-in corpus (resumable; a finished preparation is reused).

@@ -121,10 +121,9 @@ public static class EvalCommand
             var catalog = new TaskCatalog(options.TaskDirectory);
             foreach (var t in tasks) TaskDataLoader.Load(catalog.Get(t), options.DataRoot);
         }
-        catch (Exception e) when (e is ArgumentException or DatasetException or FormatException or InvalidDataException)
+        catch (Exception e)
         {
-            stderr.WriteLine($"mellama eval: {e.Message}");
-            return 2;
+            return CommandFailures.Report(e, stderr, "eval", log: log);
         }
 
         try
@@ -141,21 +140,10 @@ public static class EvalCommand
             log.Information("Wrote {Json} and {Markdown}", Path.Combine(options.OutDir, Evaluation.Reporting.ResultsWriter.JsonFile), Path.Combine(options.OutDir, Evaluation.Reporting.ResultsWriter.MarkdownFile));
             return 0;
         }
-        catch (OperationCanceledException)
-        {
-            stderr.WriteLine("mellama eval: interrupted; finished items are in the prediction cache, re-run the same command to continue");
-            return 1;
-        }
-        catch (Exception e) when (e is FileNotFoundException or InvalidDataException or DatasetException)
-        {
-            stderr.WriteLine($"mellama eval: {e.Message}");
-            return 2;
-        }
         catch (Exception e)
         {
-            log.Error(e, "Evaluation failed");
-            stderr.WriteLine($"mellama eval: failed: {e.Message}");
-            return 1;
+            if (e is OperationCanceledException) stderr.WriteLine("mellama eval: finished items are in the prediction cache");
+            return CommandFailures.Report(e, stderr, "eval", readingInput: false, log: log);
         }
     }
 }

@@ -41,10 +41,10 @@ public static class ExportCommand
                 Console.WriteLine(dir);
                 return 0;
             }
-            catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or Training.Config.ConfigError)
+            catch (Exception e)
             {
-                log.Error("{Message}", e.Message);
-                return 2;
+                // As before the mapping: a checkpoint or output folder that cannot be read or written is the user's to fix.
+                return CommandFailures.Report(e, log, "export", readingInput: true);
             }
         });
         return command;

@@ -73,15 +73,9 @@ public static class GenerateCommand
                 result.GeneratedIds.Length, result.PrefillSeconds + result.DecodeSeconds, result.TokensPerSecond, ids.Length, result.PrefillSeconds, result.Finish);
             return 0;
         }
-        catch (Exception e) when (e is ArgumentException or FormatException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException or NotSupportedException or Training.Config.ConfigError)
-        {
-            log.Error("{Message}", e.Message);
-            return 2;
-        }
         catch (Exception e)
         {
-            log.Fatal(e, "generate failed");
-            return 1;
+            return CommandFailures.Report(e, log, "generate");
         }
     }
 

@@ -74,10 +74,9 @@ public static class PlanCommand
                 ResidentComputeParameters = parse.GetValue(ResidentOption),
             }.Validate();
         }
-        catch (Exception e) when (e is ConfigError or FormatException or ArgumentException or IOException)
+        catch (Exception e)
         {
-            stderr.WriteLine($"mellama plan: {e.Message}");
-            return BadInput;
+            return CommandFailures.Report(e, stderr, "plan");
         }
 
         var plan = MemoryPlanner.Plan(request);

@@ -20,10 +20,9 @@ public static class PlotCommand
                 foreach (var file in RunPlotter.Plot(parse.GetValue(runDir)!, parse.GetValue(output))) Console.WriteLine(file);
                 return 0;
             }
-            catch (Exception e) when (e is IOException or InvalidDataException)
+            catch (Exception e)
             {
-                log.Error("{Message}", e.Message);
-                return 2;
+                return CommandFailures.Report(e, log, "plot", readingInput: true);
             }
         });
         return command;

@@ -66,10 +66,9 @@ public static class PrepareCommand
                 outDir = Path.GetFullPath(parse.GetValue(OutOption) ?? Path.Combine("out", "data", config.Name));
             }
         }
-        catch (DataConfigException e)
+        catch (Exception e)
         {
-            stderr.WriteLine($"mellama prepare: {e.Message}");
-            return 2;
+            return CommandFailures.Report(e, stderr, "prepare", log: log);
         }
 
         string tokenizerSpec = parse.GetValue(TokenizerOption) ?? config.Tokenizer;
@@ -77,10 +76,9 @@ public static class PrepareCommand
             tokenizerSpec = Path.Combine(config.BaseDirectory, tokenizerSpec);
         ITextTokenizer tokenizer;
         try { tokenizer = TokenizerLoader.Load(tokenizerSpec); }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or UnauthorizedAccessException or ArgumentException)
+        catch (Exception e)
         {
-            stderr.WriteLine($"mellama prepare: cannot load tokenizer '{tokenizerSpec}': {e.Message}");
-            return 2;
+            return CommandFailures.Report(e, stderr, $"prepare: cannot load tokenizer '{tokenizerSpec}'", log: log);
         }
         log.Information("Preparing {Name}: {Sources} source(s) → {Out} with {Tokenizer} (sha256 {Fingerprint}), {Threads} thread(s)",
             config.Name, config.Sources.Count, outDir, tokenizer.Name, tokenizer.Fingerprint, threads);
@@ -96,23 +94,12 @@ public static class PrepareCommand
                 ProgressInterval = TimeSpan.FromSeconds(progress.Live ? 0.5 : 10),
             }, cancel);
         }
-        catch (Exception e) when (e is DataConfigException or PrepareInputException or PrepareOutputException)
+        catch (Exception e)
         {
             progress.End();
-            stderr.WriteLine($"mellama prepare: {e.Message}");
-            return 2;
-        }
-        catch (OperationCanceledException)
-        {
-            progress.End();
-            stderr.WriteLine("mellama prepare: interrupted; completed chunks are kept, rerun the same command to continue");
-            return 1;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or PlatformNotSupportedException)
-        {
-            progress.End();
-            stderr.WriteLine($"mellama prepare: {e.GetType().Name}: {e.Message} (completed chunks are kept; rerun to continue)");
-            return 1;
+            int code = CommandFailures.Report(e, stderr, "prepare", readingInput: false, log: log);
+            if (code != Training.Runtime.ExitCodes.BadInput) stderr.WriteLine("mellama prepare: completed chunks are kept; rerun the same command to continue");
+            return code;
         }
         progress.End();
         if (result.ChunksReused > 0)

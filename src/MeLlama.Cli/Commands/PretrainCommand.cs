@@ -17,60 +17,34 @@ public static class PretrainCommand
 {
     public static Command Create()
     {
-        var config = new Option<string>("--config", "-c")
-        {
-            Description = $"Training recipe: a JSON file, or a built-in recipe name ({string.Join(", ", ConfigLoader.BuiltInNames)}). Default: demo",
-            DefaultValueFactory = _ => "demo",
-        };
-        var set = new Option<string[]>("--set") { Description = "Override a config key, e.g. --set optimizer.lr=1e-5 --set data.datasets.0.weight=2 (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var runDir = new Option<string?>("--run-dir") { Description = "Shorthand for --set run_dir=DIR" };
-        var timeLimit = new Option<string?>("--time-limit") { Description = "Wall-clock budget (3600, 45m, 3h50m, 23:50:00): save and exit 75 before it runs out" };
-        var noResume = new Option<bool>("--no-resume") { Description = "Do not continue from the run folder's checkpoints (refuses to start if there are some)" };
-        var printConfig = new Option<bool>("--print-config") { Description = "Print the resolved config as JSON and exit" };
+        var recipe = TrainingCommand.CreateOptions("Training recipe", ConfigLoader.BuiltInNames, "--set optimizer.lr=1e-5 --set data.datasets.0.weight=2");
         var synthetic = new Option<bool>("--synthetic-data") { Description = "Train on uniform random tokens instead of data.datasets (throughput benchmarks only)" };
         var command = new Command("pretrain",
             "Continual pretraining of a LLaMA model on prepared datasets. Resumes by itself from the run folder's newest good checkpoint.\n" +
             "Exit codes: 0 finished; 1 failure (incl. repeated non-finite steps, last good state saved); 2 bad config/input; " +
             "75 stopped by SIGTERM/SIGUSR1/SIGINT or --time-limit after saving a checkpoint: run the same command again (Slurm: requeue) to continue.\n" +
-            "Sharded: `mellama launch --nproc N -- pretrain ...` (or srun/torchrun) trains with parallel.strategy over N ranks; a signal to any rank stops all.")
-        {
-            config, set, runDir, timeLimit, noResume, printConfig, synthetic,
-        };
+            "Sharded: `mellama launch --nproc N -- pretrain ...` (or srun/torchrun) trains with parallel.strategy over N ranks; a signal to any rank stops all.");
+        foreach (var option in recipe.All) command.Options.Add(option);
+        command.Options.Add(synthetic);
         command.SetAction(parse =>
         {
-            var overrides = (parse.GetValue(set) ?? []).ToList();
-            if (parse.GetValue(runDir) is { } rd) overrides.Add("run_dir=" + System.Text.Json.JsonSerializer.Serialize(rd));
-            TrainConfig cfg;
-            TimeSpan? limit = null;
-            try
-            {
-                cfg = ConfigLoader.Load(parse.GetValue(config)!, overrides);
-                if (parse.GetValue(timeLimit) is { } tl) limit = TimeBudget.Parse(tl);
-            }
-            catch (Exception e) when (e is ConfigError or FormatException or IOException)
-            {
-                Console.Error.WriteLine($"error: {e.Message}");
-                return ExitCodes.BadInput;
-            }
-            if (parse.GetValue(printConfig))
+            if (TrainingCommand.Load(parse, recipe, "pretrain", ConfigLoader.Load, [], out int code) is not { } loaded) return code;
+            var cfg = loaded.Config;
+            if (parse.GetValue(recipe.PrintConfig))
             {
                 Console.WriteLine(ConfigLoader.ToJson(cfg));
                 return 0;
             }
             DistributedEnvironment env;
             try { env = Rendezvous.FromEnvironment(); }
-            catch (DistributedEnvironmentException e)
-            {
-                Console.Error.WriteLine($"error: {e.Message}");
-                return ExitCodes.BadInput;
-            }
+            catch (DistributedEnvironmentException e) { return CommandFailures.Report(e, parse.InvocationConfiguration.Error, "pretrain"); }
             int? rank = env.IsDistributed ? env.Rank : null;
             var logOptions = GlobalOptions.LogOptions(parse, rank);
             logOptions = logOptions with { JsonFile = RankLogFile(logOptions.JsonFile ?? Path.Combine(cfg.RunDir, "logs", "pretrain.jsonl"), env) };
             using var log = LogSetup.Create(logOptions);
-            string spec = parse.GetValue(config)!;
+            string spec = parse.GetValue(recipe.Config)!;
             log.Information("Recipe: {Recipe}{Hint}; run folder {RunDir}", spec, ConfigLoader.BuiltInNames.Contains(spec) && !File.Exists(spec) ? " (built-in; --config FILE for your own)" : "", Path.GetFullPath(cfg.RunDir));
-            return Run(cfg, log, limit, resume: !parse.GetValue(noResume), progress: !parse.GetValue(GlobalOptions.Quiet), parse.GetValue(synthetic), env);
+            return Run(cfg, log, loaded.TimeLimit, resume: !parse.GetValue(recipe.NoResume), progress: !parse.GetValue(GlobalOptions.Quiet), parse.GetValue(synthetic), env);
         });
         return command;
     }
@@ -99,61 +73,22 @@ public static class PretrainCommand
         string who = env.IsDistributed ? $"rank {env.Rank}: " : "";
         try
         {
-            try
+            return TrainingCommand.Run(log, "pretrain", cfg.RunDir, () =>
             {
                 world = TrainingWorld.Join(env, TrainingWorld.ResolveDevice(cfg.Device, env), log);
-            }
-            catch (Exception e) when (e is PeerAuthenticationException or TimeoutException or IOException)
-            {
-                log.Fatal("Could not join the job ({Environment}): {Message}", env.ToString(), e.Message);
-                return ExitCodes.Failed;
-            }
-            if (world.IsDistributed) log.Information("Rank {Rank} of {World} joined the job ({Backend} backend)", world.Rank, world.Size, world.Comm!.Backend);
-            IDataProvider data = syntheticData
-                ? new SyntheticDataProvider(cfg.Model.Arch?.VocabSize ?? throw new ConfigError("--synthetic-data needs model.arch.vocab_size"), world.Rank, world.Size)
-                : new PreparedDataProvider(cfg.Data, world.Rank, world.Size);
-            var trainer = new Trainer(cfg, new TrainerOptions
-            {
-                Data = data, Log = log, Resume = resume, TimeLimit = limit, Signals = signals, World = world,
-                Progress = progress && !Console.IsErrorRedirected,
-            });
-            var outcome = trainer.Run();
-            if (outcome.End == TrainEnd.Completed)
-                foreach (var (domain, first) in outcome.FirstEval)
-                    if (outcome.LastEval.TryGetValue(domain, out var last))
-                        log.Information("Held-out {Domain}: loss {First:F4} → {Last:F4}", domain, first, last);
-            if (outcome.End == TrainEnd.Diverged) log.Error("{Message}", outcome.Message);
-            else log.Information("{Message}; checkpoint {Checkpoint}; run folder {RunDir} (exit {Code})", outcome.Message, outcome.Checkpoint, Path.GetFullPath(cfg.RunDir), outcome.ExitCode);
-            return outcome.ExitCode;
-        }
-        catch (ConfigError e)
-        {
-            log.Error("{Message}", e.Message);
-            world?.Abort(who + e.Message);
-            return ExitCodes.BadInput;
-        }
-        catch (DistributedEnvironmentException e)
-        {
-            log.Error("{Message}", e.Message);
-            return ExitCodes.BadInput;
-        }
-        catch (CollectiveException e)
-        {
-            // Another rank died, failed or stopped answering: the message names it. Exit non-zero; the job restarts from its last checkpoint.
-            log.Fatal("Collectives failed: {Message}", e.Message);
-            return ExitCodes.Failed;
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException or ArgumentException)
-        {
-            log.Error("{Message}", e.Message);
-            world?.Abort(who + e.Message);
-            return ExitCodes.BadInput;
-        }
-        catch (Exception e)
-        {
-            log.Fatal(e, "pretrain failed");
-            world?.Abort(who + e.Message);
-            return ExitCodes.Failed;
+                if (world.IsDistributed) log.Information("Rank {Rank} of {World} joined the job ({Backend} backend)", world.Rank, world.Size, world.Comm!.Backend);
+                IDataProvider data = syntheticData
+                    ? new SyntheticDataProvider(cfg.Model.Arch?.VocabSize ?? throw new ConfigError("--synthetic-data needs model.arch.vocab_size"), world.Rank, world.Size)
+                    : new PreparedDataProvider(cfg.Data, world.Rank, world.Size);
+                return new Trainer(cfg, new TrainerOptions
+                {
+                    Data = data, Log = log, Resume = resume, TimeLimit = limit, Signals = signals, World = world,
+                    Progress = progress && !Console.IsErrorRedirected,
+                }).Run();
+            },
+            // Another rank that died, failed or stopped answering is named by the collective's message; any other
+            // failure here is told to the other ranks so they stop at once instead of waiting for a timeout.
+            onFailure: e => { if (e is not CollectiveException) world?.Abort(who + CommandFailures.Classify(e).Message); });
         }
         finally
         {

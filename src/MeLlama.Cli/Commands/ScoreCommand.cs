@@ -53,10 +53,9 @@ public static class ScoreCommand
             dtype = SafeTensorsDtype.ParseModelDtype(parse.GetValue(DtypeOption)!);
             device = torch.device(parse.GetValue(DeviceOption)!);
         }
-        catch (ArgumentException e)
+        catch (Exception e)
         {
-            stderr.WriteLine($"mellama score: {e.Message}");
-            return 2;
+            return CommandFailures.Report(e, stderr, "score", log: log);
         }
         if (device.type == DeviceType.CUDA && !torch.cuda.is_available())
         {
@@ -75,10 +74,9 @@ public static class ScoreCommand
         {
             model = HfCheckpoint.LoadModel(modelDir, device, dtype);
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or KeyNotFoundException)
+        catch (Exception e)
         {
-            stderr.WriteLine($"mellama score: cannot load model: {e.Message}");
-            return 2;
+            return CommandFailures.Report(e, stderr, "score: cannot load model", log: log);
         }
         using var _ = model;
         model.eval();
@@ -100,15 +98,10 @@ public static class ScoreCommand
             log.Error("Bad input at line {Line}; stopped", e.LineNumber);
             return 2;
         }
-        catch (Exception e) when (e is NotSupportedException or InvalidDataException)
+        catch (Exception e)
         {
-            stderr.WriteLine($"mellama score: cannot load the model folder's tokenizer: {e.Message}");
-            return 2;
-        }
-        catch (IOException e)
-        {
-            stderr.WriteLine($"mellama score: I/O error: {e.Message}");
-            return 1;
+            // The tokenizer loads lazily here, so a bad tokenizer file shows up as bad input (2); other I/O failures are 1.
+            return CommandFailures.Report(e, stderr, "score", readingInput: false, log: log);
         }
     }
 

@@ -51,10 +51,9 @@ public static class TokenizeCommand
 
         ITextTokenizer tokenizer;
         try { tokenizer = TokenizerLoader.Load(parse.GetValue(TokenizerOption)!); }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or UnauthorizedAccessException)
+        catch (Exception e)
         {
-            stderr.WriteLine($"mellama tokenize: cannot load tokenizer: {e.Message}");
-            return 2;
+            return CommandFailures.Report(e, stderr, "tokenize: cannot load tokenizer", log: log);
         }
         if (input is { Exists: false })
         {
@@ -76,10 +75,9 @@ public static class TokenizeCommand
             log.Error("Bad input at line {Line}; stopped", e.LineNumber);
             return 2;
         }
-        catch (IOException e)
+        catch (Exception e)
         {
-            stderr.WriteLine($"mellama tokenize: I/O error: {e.Message}");
-            return 1;
+            return CommandFailures.Report(e, stderr, "tokenize", readingInput: false, log: log);
         }
     }
 
