@@ -78,6 +78,8 @@ public sealed class FsdpTrainStep : ITrainStep
         var shapes = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape);
         if (model.Device.type == DeviceType.META)
         {
+            // Placeholders hold no values to start the masters from: zero until LoadState (a resume) fills them.
+            masters ??= MasterSources.None;
             var target = device ?? throw new ArgumentException("a model on the meta device needs the compute device", nameof(device));
             if (target.type == DeviceType.META) throw new ArgumentException("the compute device cannot be meta", nameof(device));
             // Real tensors replace the shape-only ones: empty placeholders that gathers re-point (freeAfterUse), or

@@ -38,6 +38,14 @@ public static class MasterSources
     /// </summary>
     public static IMasterSource FromCheckpoint(SafeTensorsCheckpoint checkpoint) => new CheckpointMasterSource(checkpoint);
 
+    /// <summary>Leaves the masters at zero: a resume, whose <c>LoadState</c> fills them next.</summary>
+    public static IMasterSource None { get; } = new NoMasters();
+
+    sealed class NoMasters : IMasterSource
+    {
+        public void Fill(string name, long[] shape, long first, Tensor destination) { }
+    }
+
     sealed class CheckpointMasterSource(SafeTensorsCheckpoint checkpoint) : IMasterSource
     {
         public void Fill(string name, long[] shape, long first, Tensor destination)
