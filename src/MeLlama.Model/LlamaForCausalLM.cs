@@ -72,10 +72,59 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var generator = new Generator((ulong)seed, Device);
-        foreach (var (name, parameter) in named_parameters())
+        foreach (var (name, parameter) in named_parameters()) InitializeParameter(name, parameter, Config.InitializerRange, generator);
+    }
+
+    /// <summary>
+    /// The rule of <see cref="InitializeWeights"/> for one parameter: norms 1, everything else normal(0, std) drawn
+    /// from <paramref name="generator"/>. Exposed so that a sharded engine can initialise a model parameter by
+    /// parameter (in <c>named_parameters()</c> order, one generator seeded as here, each drawn into a tensor of the
+    /// parameter's shape, dtype and device) and get exactly the values a full-size model gets.
+    /// </summary>
+    public static void InitializeParameter(string name, Tensor parameter, double std, Generator generator)
+    {
+        using var noGrad = no_grad();
+        if (name.EndsWith("norm.weight", StringComparison.Ordinal)) parameter.fill_(1.0);
+        else parameter.normal_(0.0, std, generator);
+    }
+
+    /// <summary>
+    /// Gives every parameter new storage: <paramref name="replacement"/> gets each parameter's HF name and current
+    /// tensor and returns the parameter to use instead (same dtype; any shape, device and storage). For a model
+    /// built on the meta device (shapes only): a sharded engine swaps in real tensors on its compute device, full-size
+    /// or empty placeholders it re-points at gathered buffers later (<c>Tensor.set_</c> cannot move a meta tensor to
+    /// another device). The old parameters are disposed (as TorchSharp's <c>Linear.weight</c> setter does); parameter objects taken earlier are stale afterwards.
+    /// </summary>
+    public void ReplaceParameters(Func<string, Parameter, Parameter> replacement)
+    {
+        var before = named_parameters().Select(p => p.name).ToList();
+        var setters = new List<(string Name, Parameter Current, Action<Parameter> Set)>
         {
-            if (name.EndsWith("norm.weight", StringComparison.Ordinal)) parameter.fill_(1.0);
-            else parameter.normal_(0.0, Config.InitializerRange, generator);
+            ("model.embed_tokens.weight", Embedding.Weight, model.Embedding.ReplaceWeight),
+        };
+        foreach (var layer in Layers)
+        {
+            string prefix = $"model.layers.{layer.LayerIndex}.";
+            foreach (var (name, linear) in new[]
+            {
+                ("self_attn.q_proj", layer.Attention.QProj), ("self_attn.k_proj", layer.Attention.KProj),
+                ("self_attn.v_proj", layer.Attention.VProj), ("self_attn.o_proj", layer.Attention.OProj),
+                ("mlp.gate_proj", layer.Mlp.GateProj), ("mlp.up_proj", layer.Mlp.UpProj), ("mlp.down_proj", layer.Mlp.DownProj),
+            })
+                setters.Add((prefix + name + ".weight", linear.weight, p => linear.weight = p));
+            setters.Add((prefix + "input_layernorm.weight", layer.InputNorm.Weight, layer.InputNorm.ReplaceWeight));
+            setters.Add((prefix + "post_attention_layernorm.weight", layer.PostAttentionNorm.Weight, layer.PostAttentionNorm.ReplaceWeight));
+        }
+        setters.Add(("model.norm.weight", FinalNorm.Weight, FinalNorm.ReplaceWeight));
+        if (lm_head is { } head) setters.Add(("lm_head.weight", head.weight, p => head.weight = p));
+        if (!before.Order(StringComparer.Ordinal).SequenceEqual(setters.Select(s => s.Name).Order(StringComparer.Ordinal)))
+            throw new InvalidOperationException("ReplaceParameters does not know every parameter of the model: " + string.Join(", ", before.Except(setters.Select(s => s.Name))));
+        foreach (var (name, current, set) in setters)
+        {
+            var next = replacement(name, current);
+            if (next.dtype != current.dtype) throw new ArgumentException($"{name}: the replacement is {next.dtype}, the parameter {current.dtype}");
+            if (ReferenceEquals(next, current)) continue;
+            set(next); // disposes the old parameter
         }
     }
 }

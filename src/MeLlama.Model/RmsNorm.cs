@@ -11,7 +11,7 @@ namespace MeLlama.Model;
 /// </summary>
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
-    readonly Parameter weight;
+    Parameter weight;
     readonly double eps;
 
     public RmsNorm(long hiddenSize, double eps, ParameterFactory factory) : base("RmsNorm")
@@ -22,6 +22,16 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     }
 
     public Parameter Weight => weight;
+
+    /// <summary>Replaces the weight parameter (see <see cref="LlamaForCausalLM.ReplaceParameters"/>).</summary>
+    internal void ReplaceWeight(Parameter replacement)
+    {
+        if (ReferenceEquals(replacement, weight)) return;
+        var old = weight;
+        weight = replacement;
+        ConditionallyRegisterParameter(nameof(weight), replacement);
+        old.Dispose(); // as TorchSharp's Linear.weight setter does
+    }
 
     public override Tensor forward(Tensor x)
     {

@@ -9,7 +9,7 @@ public sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
 {
     // Field name = HF parameter name ("weight"); a managed Parameter (not TorchSharp's native Embedding)
     // so that sharded engines and loaders can replace or fill its storage like any other weight.
-    readonly Parameter weight;
+    Parameter weight;
 
     public TokenEmbedding(long vocabSize, long hiddenSize, ParameterFactory factory) : base("embed_tokens")
     {
@@ -18,6 +18,16 @@ public sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
     }
 
     public Parameter Weight => weight;
+
+    /// <summary>Replaces the weight parameter (see <see cref="LlamaForCausalLM.ReplaceParameters"/>).</summary>
+    internal void ReplaceWeight(Parameter replacement)
+    {
+        if (ReferenceEquals(replacement, weight)) return;
+        var old = weight;
+        weight = replacement;
+        ConditionallyRegisterParameter(nameof(weight), replacement);
+        old.Dispose(); // as TorchSharp's Linear.weight setter does
+    }
 
     /// <summary>ids [..] int64 → vectors [.., HiddenSize].</summary>
     public override Tensor forward(Tensor ids)

@@ -38,6 +38,12 @@ public static class ModelFactory
     public static LlamaForCausalLM Empty(LlamaConfig config, Device device, ScalarType dtype) =>
         new(config, device, dtype, initialize: false);
 
+    /// <summary>
+    /// A shape-only model (the meta device: no memory) for the sharded engine, which gives each rank real tensors
+    /// and fills only its slices (<see cref="Engine.Sharded.FsdpTrainStep"/> with an <see cref="Engine.Sharded.IMasterSource"/>).
+    /// </summary>
+    public static LlamaForCausalLM Meta(LlamaConfig config, ScalarType dtype) => new(config, META, dtype, initialize: false);
+
     /// <summary>Matmul parameters for FLOP counting: all but the input embedding (a lookup), lm_head counted (also when tied).</summary>
     public static long MatmulParameters(LlamaConfig c)
     {

@@ -3,6 +3,7 @@ using MeLlama.Model;
 using MeLlama.Training.Config;
 using MeLlama.Training.Engine;
 using MeLlama.Training.Engine.Sharded;
+using TorchSharp;
 
 namespace MeLlama.Training.Loop;
 
@@ -14,12 +15,24 @@ namespace MeLlama.Training.Loop;
 public static class StepEngines
 {
     /// <summary>
+    /// True when <see cref="Create"/> will build the sharded engine: several ranks, or one process resuming a sharded
+    /// checkpoint (<paramref name="resumeDir"/>). The trainer then builds the model on the meta device and lets the
+    /// engine fill each rank's slices, so no rank ever holds the full model.
+    /// </summary>
+    public static bool UsesShardedEngine(TrainingWorld world, string? resumeDir) =>
+        world.IsDistributed || (resumeDir != null && ShardedCheckpoint.IsSharded(resumeDir));
+
+    /// <summary>
     /// The engine for <paramref name="world"/>. <paramref name="strategy"/> is the recipe's <c>parallel.strategy</c>
     /// (validated by <see cref="ConfigLoader"/>); it is the one place that maps recipe names to engine strategies.
     /// <paramref name="singleRankComm"/> is the communicator of a one-process run that must use the sharded engine
     /// (resuming a sharded checkpoint); null otherwise.
     /// </summary>
-    public static ITrainStep Create(LlamaForCausalLM model, TrainStepOptions options, TrainingWorld world, string strategy, ICollectives? singleRankComm = null)
+    /// <param name="masters">Sharded engine only: where its fp32 master slices come from (see <see cref="FsdpTrainStep"/>);
+    /// with a model built on the meta device (<see cref="ModelFactory.Meta"/>) this is how the weights arrive.</param>
+    /// <param name="device">Sharded engine with a meta-device model: the compute device.</param>
+    public static ITrainStep Create(LlamaForCausalLM model, TrainStepOptions options, TrainingWorld world, string strategy, ICollectives? singleRankComm = null,
+        IMasterSource? masters = null, torch.Device? device = null)
     {
         if (!world.IsDistributed && singleRankComm is null) return new SingleProcessTrainStep(model, options);
         var comm = world.IsDistributed ? world.Comm! : singleRankComm!;
@@ -28,15 +41,15 @@ public static class StepEngines
             return strategy switch
             {
                 // ZeRO-3 frees each gathered unit after use: per-rank parameter memory is 1/N plus one unit.
-                "full_shard" => new FsdpTrainStep(model, comm, options, ShardingStrategy.FullShard, freeAfterUse: true),
-                "shard_grad_op" => new FsdpTrainStep(model, comm, options, ShardingStrategy.ShardGradOp),
-                "no_shard" => new FsdpTrainStep(model, comm, options, ShardingStrategy.NoShard),
+                "full_shard" => new FsdpTrainStep(model, comm, options, ShardingStrategy.FullShard, freeAfterUse: true, masters: masters, device: device),
+                "shard_grad_op" => new FsdpTrainStep(model, comm, options, ShardingStrategy.ShardGradOp, masters: masters, device: device),
+                "no_shard" => new FsdpTrainStep(model, comm, options, ShardingStrategy.NoShard, masters: masters, device: device),
                 _ => throw new ConfigError($"parallel.strategy '{strategy}' is not one of {string.Join(", ", ParallelSection.Strategies)}"),
             };
         }
         catch (NotSupportedException e)
         {
-            // The engine refuses model shapes it cannot shard (tied embeddings, non-fp32 parameters): a recipe problem.
+            // The engine refuses model shapes it cannot shard (tied embeddings): a recipe problem.
             throw new ConfigError($"sharded training ({strategy}, {comm.WorldSize} rank(s)) cannot train this recipe: {e.Message}");
         }
     }

@@ -80,21 +80,23 @@ public sealed class Trainer
             _log.Warning("Checkpoint was trained in {Old}, continuing in {New}", state.Precision, c.Precision);
 
         // ---- model and step engine
+        // The sharded engine starts from a shape-only model and fills only each rank's slices (no rank holds the full model).
+        bool sharded = StepEngines.UsesShardedEngine(world, resumeFrom?.Dir);
         LlamaForCausalLM model;
         if (resumeFrom != null)
         {
             var modelConfig = LlamaConfig.FromHfJson(Path.Combine(resumeFrom.Dir, CheckpointFiles.ModelConfig));
-            model = ModelFactory.Empty(modelConfig, device, dtype);
+            model = sharded ? ModelFactory.Meta(modelConfig, dtype) : ModelFactory.Empty(modelConfig, device, dtype);
         }
         else if (c.Model.InitFrom is { } hf)
         {
             _log.Information("Continual pretraining from {InitFrom}", hf);
-            model = HfCheckpoint.LoadModel(hf, device, dtype);
+            model = sharded ? ModelFactory.Meta(HfCheckpoint.LoadConfig(hf), dtype) : HfCheckpoint.LoadModel(hf, device, dtype);
         }
         else
         {
             var modelConfig = ModelFactory.FromArch(c.Model.Arch!, c.Model.InitStd, _options.TokenizerVocab ?? _options.Data.TokenizerVocabSize);
-            model = ModelFactory.RandomInit(modelConfig, device, dtype, c.Seed);
+            model = sharded ? ModelFactory.Meta(modelConfig, dtype) : ModelFactory.RandomInit(modelConfig, device, dtype, c.Seed);
         }
         using var modelLifetime = model;
         var mc = model.Config;
@@ -108,8 +110,9 @@ public sealed class Trainer
         // One process continuing a sharded checkpoint (e.g. 8 GPUs → 1 for a quick look) needs the engine that reads shards.
         using var singleRankComm = !world.IsDistributed && resumeFrom != null && ShardedCheckpoint.IsSharded(resumeFrom.Dir) ? new SingleProcessCollectives() : null;
         if (singleRankComm != null) _log.Information("{Checkpoint} is sharded: continuing with the sharded engine on one rank", resumeFrom!.Dir);
+        using var shardedMasters = sharded ? ShardedMasters.For(resumeFrom != null, c.Model.InitFrom, mc, c.Seed, device) : null;
         using var engine = StepEngines.Create(model, new TrainStepOptions(c.Optimizer.Beta1, c.Optimizer.Beta2, c.Optimizer.Eps,
-            c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing), world, c.Parallel.Strategy, singleRankComm);
+            c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing), world, c.Parallel.Strategy, singleRankComm, shardedMasters?.Source, device);
         if (resumeFrom != null)
         {
             if (!start.TryLoadState(engine, rejected)) return null;

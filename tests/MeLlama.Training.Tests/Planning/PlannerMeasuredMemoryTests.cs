@@ -40,14 +40,16 @@ public class PlannerMeasuredMemoryTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(3)]
-    public void Sharded_state_and_parameters_per_rank_equal_the_plan_exactly(int world)
+    [InlineData(1, "fp32")]
+    [InlineData(2, "fp32")]
+    [InlineData(3, "fp32")]
+    [InlineData(2, "bf16")]
+    [InlineData(3, "bf16")]
+    public void Sharded_state_and_parameters_per_rank_equal_the_plan_exactly(int world, string precision)
     {
         var request = new MemoryPlanRequest
         {
-            Model = Tiny, Gpus = world, GpuMemoryBytes = 1L << 30, Precision = "fp32", MicroBatch = 2, SeqLen = 8,
+            Model = Tiny, Gpus = world, GpuMemoryBytes = 1L << 30, Precision = precision, MicroBatch = 2, SeqLen = 8,
             ResidentComputeParameters = true,
         };
         var plan = MemoryPlanner.Plan(request);
@@ -60,7 +62,10 @@ public class PlannerMeasuredMemoryTests(ITestOutputHelper output)
         {
             using var scope = NewDisposeScope();
             using var model = new LlamaForCausalLM(Tiny, seed: Seed);
-            using var engine = new FsdpTrainStep(model, comm, Options(checkpointing: true));
+            // bf16: bf16 compute parameters, fp32 masters (from the fp32 init), gradient slices and moments.
+            if (precision == "bf16") model.to(ScalarType.BFloat16);
+            using var engine = new FsdpTrainStep(model, comm, Options(checkpointing: true),
+                masters: precision == "bf16" ? MasterSources.RandomInit(Tiny, Seed, CPU) : null);
             engine.Step(Batch(Tiny, 1, 2, 8, Seed + comm.Rank), 1e-3);
             // Counted from the tensors the engine holds after a step, not from its own arithmetic.
             held[comm.Rank] = engine.Units.Sum(u => new[] { u.Master, u.Grad, u.ExpAvg, u.ExpAvgSq }.Sum(t => t.numel() * t.ElementSize));
@@ -78,7 +83,8 @@ public class PlannerMeasuredMemoryTests(ITestOutputHelper output)
         long slice = MemoryPlanner.ShardElements(Tiny, world);
         long largest = units.Max(), largestPadded = units.Max(n => ShardLayout.For(n, world).PaddedNumel);
         Assert.Equal(slice * 4, plan["fp32 master"]);
-        Assert.Equal(slice * 4 + largest * 4 + largestPadded * 4, plan["gradients"]); // slice + one unit's transient buffers
+        int e = precision == "bf16" ? 2 : 4;
+        Assert.Equal(slice * 4 + largest * e + largestPadded * 4, plan["gradients"]); // slice + one unit's transient buffers (compute-dtype grads, fp32 flat)
         Assert.Equal(2 * slice * 4, plan["AdamW moments"]);
         for (int r = 0; r < world; r++)
         {
@@ -88,9 +94,10 @@ public class PlannerMeasuredMemoryTests(ITestOutputHelper output)
             Assert.Equal(plan["parameters"], parameterBytes[r]);
         }
         // Padding is all that separates a rank's share from an even 1/N split: < one element per unit.
+        Assert.Equal(Tiny.ParameterCount() * e, plan["parameters"]); // resident compute copies: 2 B each in bf16
         long even = 4 * 4 * Tiny.ParameterCount() / world;
         Assert.InRange(held[0], even, even + 4L * 4 * units.Length);
-        output.WriteLine($"world {world}: {held[0]} B sharded state per rank (1/N of the model's 16 B/param would be {even} B)");
+        output.WriteLine($"world {world} {precision}: {held[0]} B sharded state per rank (1/N of the model's 16 B/param would be {even} B)");
     }
 
     // Resident memory is a process-wide figure: after the rest of the suite has run in the same process (allocator arenas,

@@ -57,8 +57,14 @@ sealed class CommWorker : IDisposable
     readonly Thread _thread;
     ExceptionDispatchInfo? _fault; // set once (CompareExchange), read with Volatile.Read
 
-    public CommWorker(string name)
+    readonly Action? _threadStart;
+
+    /// <param name="threadStart">Runs first on the worker thread, before any queued item: binds the rank's CUDA device
+    /// there (<see cref="CudaThreadDevice"/>), because a new thread's current device is device 0 whatever the rank's.
+    /// If it throws, the worker is faulted with that exception: every item fails with it.</param>
+    public CommWorker(string name, Action? threadStart = null)
     {
+        _threadStart = threadStart;
         // Background: a collective stuck past every timeout must never keep the process alive.
         _thread = new Thread(Loop) { IsBackground = true, Name = name };
         _thread.Start();
@@ -96,6 +102,8 @@ sealed class CommWorker : IDisposable
 
     void Loop()
     {
+        try { _threadStart?.Invoke(); }
+        catch (Exception e) { Fault(e); }
         foreach (var item in _queue.GetConsumingEnumerable())
         {
             var fault = Volatile.Read(ref _fault);

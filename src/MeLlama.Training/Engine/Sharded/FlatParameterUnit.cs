@@ -10,10 +10,14 @@ public sealed record FlatSegment(string Name, long[] Shape, long Offset, long Nu
 
 /// <summary>
 /// One FSDP unit (the embedding, one decoder block, or final norm + head): its parameters viewed as one flat
-/// fp32 buffer padded to a multiple of the world size (<see cref="Layout"/>). A sharded unit owns the fp32 master
-/// slice, the gradient slice and the AdamW moments of rank r's slice only; a no-shard unit owns all of them.
-/// The module's own parameter tensors are the compute buffers: <see cref="Gather"/> fills them before the unit runs.
-/// With <c>freeAfterUse</c> the parameters are instead pointed at views of the gathered flat buffer and, after
+/// buffer padded to a multiple of the world size (<see cref="Layout"/>). A sharded unit owns the fp32 master
+/// slice, the fp32 gradient slice and the fp32 AdamW moments of rank r's slice only; a no-shard unit owns all of them.
+/// The module's own parameter tensors are the compute buffers, in the compute dtype (<see cref="ComputeDtype"/>:
+/// fp32, or bf16/fp16 for mixed precision): <see cref="Gather"/> fills them before the unit runs, all-gathering the
+/// master slices cast to the compute dtype (in bf16, half the bytes of fp32). Gradients come out of backward in the
+/// compute dtype, are widened into an fp32 flat buffer and reduce-scattered (summed) in fp32 into the fp32 slice, so
+/// accumulation over micro-batches and ranks never rounds to bf16 (the Megatron main_grad scheme, sharded).
+/// With freeAfterUse the parameters are instead pointed at views of the gathered flat buffer and, after
 /// <see cref="Release"/>, at an empty tensor, so between uses the unit holds no full-size parameter storage.
 /// </summary>
 public sealed class FlatParameterUnit : IDisposable
@@ -25,6 +29,7 @@ public sealed class FlatParameterUnit : IDisposable
     readonly bool _sharded;
     readonly bool _freeAfterUse;
     readonly Device _device;
+    readonly ScalarType _computeDtype;
 
     public string Name { get; }
     /// <summary>How the unit's flat buffer splits over the world (also the layout of sharded checkpoints, whatever the strategy).</summary>
@@ -39,38 +44,75 @@ public sealed class FlatParameterUnit : IDisposable
     public Tensor Grad { get; }
     public Tensor ExpAvg { get; }
     public Tensor ExpAvgSq { get; }
+    /// <summary>dtype of the module's parameters (what is gathered and computed with); masters and gradients stay fp32.</summary>
+    public ScalarType ComputeDtype => _computeDtype;
     /// <summary>True while the module's parameters hold gathered (full-size) values.</summary>
     public bool IsGathered { get; private set; }
 
-    public FlatParameterUnit(string name, IReadOnlyList<(string Name, Parameter Param)> parameters, ICollectives comm,
-        ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false)
+    /// <param name="parameters">The unit's parameters with their shapes (a placeholder parameter of a model built on
+    /// the meta device has no storage yet, so the shape is passed separately).</param>
+    /// <param name="device">Where the flat buffers live (the compute device; NCCL needs CUDA tensors).</param>
+    /// <param name="masters">Where the master weights come from; null: from the parameters' current values.</param>
+    public FlatParameterUnit(string name, IReadOnlyList<(string Name, Parameter Param, long[] Shape)> parameters, ICollectives comm,
+        Device device, ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false, IMasterSource? masters = null)
     {
         if (freeAfterUse && strategy != ShardingStrategy.FullShard) throw new ArgumentException("freeAfterUse needs the full-shard strategy", nameof(freeAfterUse));
         Name = name;
         _comm = comm;
         _sharded = strategy != ShardingStrategy.NoShard;
         _freeAfterUse = freeAfterUse;
-        _device = parameters.Count > 0 ? parameters[0].Param.device : CPU; // flat buffers live with the parameters (NCCL needs CUDA tensors)
+        _device = device;
+        _computeDtype = parameters.Count > 0 ? parameters[0].Param.dtype : ScalarType.Float32;
+        if (!is_floating_point(_computeDtype)) throw new NotSupportedException($"the sharded engine trains floating-point parameters; {parameters[0].Name} is {_computeDtype}");
         long offset = 0;
-        foreach (var (n, p) in parameters)
+        foreach (var (n, p, shape) in parameters)
         {
-            if (p.dtype != ScalarType.Float32) throw new NotSupportedException($"the sharded engine trains fp32 parameters only; {n} is {p.dtype}");
-            _slots.Add(new Slot(new FlatSegment(n, p.shape, offset, p.numel()), p, Decay: p.dim() >= 2));
-            offset += p.numel();
+            if (p.dtype != _computeDtype) throw new NotSupportedException($"unit {name} mixes parameter dtypes: {n} is {p.dtype}, {parameters[0].Name} {_computeDtype}");
+            if (p.device_type == DeviceType.META) throw new ArgumentException($"{n} is still on the meta device: replace it with a real (placeholder) tensor first", nameof(parameters));
+            long numel = shape.Aggregate(1L, (a, b) => a * b);
+            _slots.Add(new Slot(new FlatSegment(n, shape, offset, numel), p, Decay: shape.Length >= 2));
+            offset += numel;
         }
         Layout = ShardLayout.For(offset, comm.WorldSize);
         OwnedOffset = _sharded ? Layout.ShardOffset(comm.Rank) : 0;
         OwnedNumel = _sharded ? Layout.ShardNumel : Layout.Numel;
         using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        var flat = zeros(Layout.PaddedNumel, device: _device);
-        foreach (var s in _slots) flat.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(s.Param.reshape(-1));
-        Master = flat.narrow(0, OwnedOffset, OwnedNumel).clone().MoveToOuterDisposeScope();
-        Grad = zeros(OwnedNumel, device: _device).MoveToOuterDisposeScope();
-        ExpAvg = zeros(OwnedNumel, device: _device).MoveToOuterDisposeScope();
-        ExpAvgSq = zeros(OwnedNumel, device: _device).MoveToOuterDisposeScope();
+        Master = zeros(OwnedNumel, ScalarType.Float32, _device).DetachFromDisposeScope();
+        Grad = zeros(OwnedNumel, ScalarType.Float32, _device).DetachFromDisposeScope();
+        ExpAvg = zeros(OwnedNumel, ScalarType.Float32, _device).DetachFromDisposeScope();
+        ExpAvgSq = zeros(OwnedNumel, ScalarType.Float32, _device).DetachFromDisposeScope();
+        if (masters is not null) FillMaster(masters);
+        else
+            foreach (var (segment, a, b) in OwnedRanges())
+            {
+                if (a >= b) continue;
+                // Only the owned part is read (and widened to fp32 when the parameters are bf16): no full flat buffer.
+                using var scope = NewDisposeScope();
+                var param = _slots.First(s => s.Segment == segment).Param;
+                Master.narrow(0, a - OwnedOffset, b - a).copy_(param.detach().reshape(-1).narrow(0, a - segment.Offset, b - a));
+            }
         IsGathered = true;
         if (_freeAfterUse) Release();
+    }
+
+    /// <summary>Each segment with the flat range [A, B) of it this rank owns (A ≥ B: none).</summary>
+    IEnumerable<(FlatSegment Segment, long A, long B)> OwnedRanges() =>
+        _slots.Select(s => (s.Segment, Math.Max(s.Segment.Offset, OwnedOffset), Math.Min(s.Segment.Offset + s.Segment.Numel, OwnedOffset + OwnedNumel)));
+
+    /// <summary>
+    /// Overwrites this rank's master weights from <paramref name="masters"/> (asked once per parameter, in order; see
+    /// <see cref="IMasterSource"/>). Padding stays zero. The module's parameters are not touched: gather next.
+    /// </summary>
+    public void FillMaster(IMasterSource masters)
+    {
+        using var _ = no_grad();
+        Master.zero_();
+        foreach (var (segment, a, b) in OwnedRanges())
+        {
+            using var scope = NewDisposeScope();
+            bool owned = a < b;
+            masters.Fill(segment.Name, segment.Shape, owned ? a - segment.Offset : 0, Master.narrow(0, owned ? a - OwnedOffset : 0, owned ? b - a : 0));
+        }
     }
 
     public IReadOnlyList<FlatSegment> Segments => _slots.Select(s => s.Segment).ToList();
@@ -95,10 +137,13 @@ public sealed class FlatParameterUnit : IDisposable
             IsGathered = true;
             return;
         }
-        var full = empty(Layout.PaddedNumel, device: _device);
-        _comm.AllGather(Master, full);
+        var full = empty(Layout.PaddedNumel, _computeDtype, _device);
+        _comm.AllGather(CompactMaster(), full);
         Install(full);
     }
+
+    /// <summary>This rank's master slice in the compute dtype: what the all-gather sends (the master itself in fp32).</summary>
+    Tensor CompactMaster() => _computeDtype == ScalarType.Float32 ? Master : Master.to(_computeDtype);
 
     /// <summary>Parameters take the gathered values: views of <paramref name="full"/> (freeAfterUse) or copies.</summary>
     void Install(Tensor full)
@@ -127,8 +172,12 @@ public sealed class FlatParameterUnit : IDisposable
     internal PendingGather StartGather(CommWorker worker)
     {
         if (!_sharded || !_freeAfterUse) throw new InvalidOperationException("prefetching gathers needs full shard with freeAfterUse");
-        var full = empty(Layout.PaddedNumel, device: _device).DetachFromDisposeScope();
-        var item = worker.Enqueue($"all_gather {Name}", () => _comm.AllGather(Master, full));
+        var full = empty(Layout.PaddedNumel, _computeDtype, _device).DetachFromDisposeScope();
+        // Cast now, on the compute thread: the master does not change before the step's end, which drains the queue.
+        Tensor send;
+        using (no_grad()) send = CompactMaster().DetachFromDisposeScope();
+        var item = worker.Enqueue($"all_gather {Name}", () => _comm.AllGather(send, full),
+            cleanup: () => { if (!ReferenceEquals(send, Master)) send.Dispose(); });
         return new PendingGather(this, full, item);
     }
 
@@ -156,7 +205,7 @@ public sealed class FlatParameterUnit : IDisposable
     {
         if (!_freeAfterUse || !IsGathered) return;
         using var scope = NewDisposeScope();
-        var none = empty(0, device: _device);
+        var none = empty(0, _computeDtype, _device);
         foreach (var s in _slots)
         {
             if (s.Param.grad is not null) s.Param.grad = null;
@@ -180,7 +229,7 @@ public sealed class FlatParameterUnit : IDisposable
             Grad.add_(full);
             return;
         }
-        var mine = empty(Layout.ShardNumel, device: _device);
+        var mine = empty(Layout.ShardNumel, ScalarType.Float32, _device);
         _comm.ReduceScatter(full, mine, ReduceOp.Sum);
         Grad.add_(mine);
     }
@@ -199,7 +248,7 @@ public sealed class FlatParameterUnit : IDisposable
         using (NewDisposeScope())
         {
             full = TakeGradients().DetachFromDisposeScope();
-            mine = empty(Layout.ShardNumel, device: _device).DetachFromDisposeScope();
+            mine = empty(Layout.ShardNumel, ScalarType.Float32, _device).DetachFromDisposeScope();
         }
         return worker.Enqueue($"reduce_scatter {Name}", () =>
         {
@@ -213,10 +262,13 @@ public sealed class FlatParameterUnit : IDisposable
         });
     }
 
-    /// <summary>The parameters' gradients as one flat buffer (padded when sharded); the full-size gradients are dropped.</summary>
+    /// <summary>
+    /// The parameters' gradients as one fp32 flat buffer (padded when sharded), widened from the compute dtype, so the
+    /// reduction over ranks and the accumulation happen in fp32; the full-size gradients are dropped.
+    /// </summary>
     Tensor TakeGradients()
     {
-        var full = zeros(_sharded ? Layout.PaddedNumel : Layout.Numel, device: _device);
+        var full = zeros(_sharded ? Layout.PaddedNumel : Layout.Numel, ScalarType.Float32, _device);
         foreach (var s in _slots)
         {
             if (s.Param.grad is { } g) full.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(g.reshape(-1));

@@ -25,8 +25,14 @@ namespace MeLlama.Training.Engine.Sharded;
 /// targets (what is 1/N per rank is the fp32 master, gradients and Adam state). With <c>freeAfterUse</c> (full shard
 /// only) the parameters are re-pointed with <c>Tensor.set_</c> at views of the gathered buffer while a unit runs
 /// and at an empty tensor afterwards, so between uses a rank holds no full-size parameter storage (peak: one
-/// gathered unit at a time); see <see cref="ParameterStorage"/>. The model is
-/// still constructed full-size on every rank before the engine shards it.</para>
+/// gathered unit at a time); see <see cref="ParameterStorage"/>.</para>
+/// <para>Mixed precision: the model's parameters are the compute copies (fp32, or bf16 for bf16 recipes); masters,
+/// gradient slices and Adam moments are fp32 (<see cref="FlatParameterUnit"/>): gathers move the compute dtype,
+/// reduce-scatters fp32. The loss is taken on fp32 logits, as in <see cref="SingleProcessTrainStep"/>.</para>
+/// <para>Start-up without a full model: built on the meta device (shapes only) with a compute device and an
+/// <see cref="IMasterSource"/> (<see cref="MasterSources.RandomInit"/> replays the single-process init exactly;
+/// <see cref="MasterSources.FromCheckpoint"/> reads only this rank's byte ranges of an HF checkpoint), a rank never
+/// holds more than its slices plus one full-size parameter (random init) while the engine is built.</para>
 /// <para>Prefetch (full shard + freeAfterUse, on by default there): every collective of a step goes through one
 /// <see cref="CommWorker"/> thread in the order the compute thread queues them, which is program order and so the
 /// same on every rank. Before a unit computes, the next unit's all-gather is queued (forward: the next block;
@@ -52,8 +58,15 @@ public sealed class FsdpTrainStep : ITrainStep
     /// <param name="freeAfterUse">Full shard only: release each unit's full-size parameter storage after every use.</param>
     /// <param name="prefetch">Overlap the next unit's all-gather (and this unit's reduce-scatter) with this unit's
     /// compute on a communication thread. Needs full shard with freeAfterUse; null means on exactly there.</param>
+    /// <param name="masters">Where the fp32 master weights come from (each rank reads only its slices). Null: from the
+    /// model's parameters, which is exact for an fp32 model; a bf16 model's values are already rounded, so pass the
+    /// full-precision source here or call <see cref="LoadMasterWeights"/>. A model on the meta device without a
+    /// source starts from zero masters: only for a resume, whose <see cref="LoadState"/> fills them.</param>
+    /// <param name="device">The compute device when <paramref name="model"/> was built on the meta device (shapes
+    /// only); otherwise ignored (the model's device is used).</param>
     public FsdpTrainStep(LlamaForCausalLM model, ICollectives comm, TrainStepOptions options,
-        ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false, bool? prefetch = null)
+        ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false, bool? prefetch = null,
+        IMasterSource? masters = null, Device? device = null)
     {
         if (model.LmHead is null) throw new NotSupportedException("the sharded engine needs an untied output head (TieWordEmbeddings = false)");
         bool canPrefetch = strategy == ShardingStrategy.FullShard && freeAfterUse;
@@ -63,13 +76,26 @@ public sealed class FsdpTrainStep : ITrainStep
         _options = options;
         Strategy = strategy;
         _model.train();
+        var shapes = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape);
+        if (model.Device.type == DeviceType.META)
+        {
+            // Placeholders hold no values to start the masters from: zero until LoadState (a resume) fills them.
+            masters ??= MasterSources.None;
+            var target = device ?? throw new ArgumentException("a model on the meta device needs the compute device", nameof(device));
+            if (target.type == DeviceType.META) throw new ArgumentException("the compute device cannot be meta", nameof(device));
+            // Real tensors replace the shape-only ones: empty placeholders that gathers re-point (freeAfterUse), or
+            // full-size compute buffers the first gather fills. Nothing full-size is initialised here.
+            model.ReplaceParameters((name, p) => new Parameter(
+                freeAfterUse ? empty(0, p.dtype, target) : empty(p.shape, p.dtype, target), requires_grad: p.requires_grad));
+        }
+        var computeDevice = model.Device;
         var all = model.named_parameters().Where(p => p.parameter.requires_grad).ToList();
         var used = new HashSet<string>();
         FlatParameterUnit Unit(string name, Func<string, bool> match)
         {
-            var list = all.Where(p => match(p.name)).Select(p => (p.name, p.parameter)).ToList();
-            foreach (var (n, _) in list) used.Add(n);
-            return new FlatParameterUnit(name, list, comm, strategy, freeAfterUse);
+            var list = all.Where(p => match(p.name)).Select(p => (p.name, p.parameter, shapes[p.name])).ToList();
+            foreach (var (n, _, _) in list) used.Add(n);
+            return new FlatParameterUnit(name, list, comm, computeDevice, strategy, freeAfterUse, masters);
         }
         _embedding = Unit("embedding", n => n.StartsWith("model.embed_tokens.", StringComparison.Ordinal));
         _layers = Enumerable.Range(0, model.Layers.Count)
@@ -83,7 +109,22 @@ public sealed class FsdpTrainStep : ITrainStep
         if (strategy != ShardingStrategy.FullShard)
             foreach (var u in Units) u.Gather();
         // Started last: the constructor's own collectives above ran on this thread with no worker to race.
-        if (prefetch ?? canPrefetch) _worker = new CommWorker($"fsdp-comm-rank-{comm.Rank}");
+        if (prefetch ?? canPrefetch) _worker = new CommWorker($"fsdp-comm-rank-{comm.Rank}", CudaThreadDevice.BinderFor(computeDevice));
+    }
+
+    /// <summary>
+    /// Replaces the fp32 master weights with full-precision values from <paramref name="masters"/> (each rank reads its
+    /// slices): a bf16 model built full-size holds bf16-rounded weights, which must not become the masters. The
+    /// equivalent of <see cref="SingleProcessTrainStep.LoadMasterWeights"/>. Every rank calls it (no-shard broadcasts
+    /// rank 0's); call it before the first step.
+    /// </summary>
+    public void LoadMasterWeights(IMasterSource masters)
+    {
+        foreach (var u in Units) u.FillMaster(masters);
+        if (Strategy == ShardingStrategy.NoShard)
+            foreach (var u in Units) _comm.Broadcast(u.Master, root: 0);
+        if (!GatherPerUse)
+            foreach (var u in Units) u.Gather();
     }
 
     /// <summary>True when all-gathers are prefetched and collectives run on the communication thread.</summary>
@@ -229,7 +270,8 @@ public sealed class FsdpTrainStep : ITrainStep
         }
         Use(_head, _layers.Length > 0 ? _layers[^1] : _embedding);
         var top = layerInputs[^1].detach().requires_grad_(true);
-        var logits = _model.Logits(_model.FinalNorm.forward(top));
+        // fp32 softmax whatever the compute dtype, as the single-process engine does.
+        var logits = _model.Logits(_model.FinalNorm.forward(top)).to(ScalarType.Float32);
         var nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), reduction: nn.Reduction.Sum);
         (nll / globalTokens).backward();
         var grad = top.grad ?? throw new InvalidOperationException("no gradient reached the last hidden state");
