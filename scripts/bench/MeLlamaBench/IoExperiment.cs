@@ -37,6 +37,11 @@ static class IoExperiment
                      ("default, touched memory, 1 thread", FileOptions.None, true, 1),
                      ("default, fresh memory, 2 threads", FileOptions.None, false, 2),
                      ("random-access, fresh memory, 2 threads", FileOptions.RandomAccess, false, 2),
+                     ("O_DIRECT, fresh memory, 4 threads", (FileOptions)0x4000, false, 4),
+                     ("O_DIRECT, touched memory, 4 threads", (FileOptions)0x4000, true, 4),
+                     ("default, fresh memory + MADV_HUGEPAGE, 1 thread", FileOptions.None, false, 1),
+                     ("default, fresh memory + MADV_POPULATE_WRITE (timed), 1 thread", FileOptions.None, false, 1),
+                     ("default, fresh memory + MADV_HUGEPAGE + POPULATE_WRITE (timed), 1 thread", FileOptions.None, false, 1),
                  })
         {
             var rates = new List<double>();
@@ -46,6 +51,8 @@ static class IoExperiment
                 using var target = empty([bytes / 4], ScalarType.Float32);
                 if (prefault) target.zero_();
                 var sw = Stopwatch.StartNew();
+                if (name.Contains("MADV_HUGEPAGE", StringComparison.Ordinal)) Advise(target, 14);
+                if (name.Contains("POPULATE_WRITE", StringComparison.Ordinal)) Advise(target, 23);
                 using (var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, options))
                     ReadAll(handle, target, bytes, threads);
                 rates.Add(bytes / sw.Elapsed.TotalSeconds / 1e9);
@@ -61,7 +68,7 @@ static class IoExperiment
     {
         using var storage = target.storage<float>();
         byte* basePtr = (byte*)storage.data_ptr();
-        const long Piece = 64L << 20; // tensors of a 130M model are 2-100 MB
+        long Piece = threads >= 4 ? 16L << 20 : 64L << 20; // tensors of a 130M model are 2-100 MB
         long pieces = (bytes + Piece - 1) / Piece;
         Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = threads }, p =>
         {
@@ -75,6 +82,16 @@ static class IoExperiment
             }
         });
     }
+
+    static unsafe void Advise(Tensor target, int advice)
+    {
+        using var storage = target.storage<float>();
+        long start = (long)storage.data_ptr(), end = start + target.numel() * 4;
+        long a = (start + 4095) & ~4095L, len = (end - a) & ~4095L;
+        if (madvise((IntPtr)a, (UIntPtr)(ulong)len, advice) != 0) TrainBench.Log($"madvise {advice} failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    [DllImport("libc", SetLastError = true)] static extern int madvise(IntPtr addr, UIntPtr length, int advice);
 
     static void DropFromPageCache(string path)
     {
