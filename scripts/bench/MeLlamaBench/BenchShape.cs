@@ -17,7 +17,10 @@ sealed record BenchShape(string Name, LlamaConfig Config, int Batch, int SeqLen)
             "small" => (256, 4, 8, 688, 32000, 4, 128),
             // Smoke tests of the harness.
             "tiny" => (64, 2, 4, 176, 512, 2, 32),
-            _ => throw new ArgumentException($"unknown --shape '{name}' (130m, small, tiny)"),
+            // LLaMA-2 13B's layer (d=5120, 40 heads, SwiGLU 13824) × 4 with its vocabulary: the GPU MFU target shape
+            // (~1.6B parameters; one H100 holds it with bf16 weights, fp32 masters and AdamW).
+            "13b-layers" => (5120, 4, 40, 13824, 32000, 4, 2048),
+            _ => throw new ArgumentException($"unknown --shape '{name}' (130m, small, tiny, 13b-layers)"),
         };
         d = args.Int("hidden", d); l = args.Int("layers", l); h = args.Int("heads", h);
         int kv = args.Int("kv-heads", h);
