@@ -24,7 +24,6 @@ static class FsdpScalingBench
         int warmup = args.Int("warmup", 1), steps = args.Int("steps", 4), threads = args.Int("threads", 1);
         int globalMicroBatches = args.Int("global-micro-batches", 2);
         args.RejectUnknown();
-        if (shape.Config.TieWordEmbeddings) throw new ArgumentException("the FSDP engine needs an untied head");
 
         set_num_threads(threads);
         var env = Rendezvous.FromEnvironment();

@@ -120,8 +120,6 @@ public static class PlanCommand
         w.WriteLine(plan.Fits
             ? $"fits: yes, headroom {ByteSize.Gib(plan.HeadroomBytes)} per GPU"
             : $"fits: NO, short by {ByteSize.Gib(-plan.HeadroomBytes)} per GPU");
-        if (c.TieWordEmbeddings && r.Strategy != ShardingStrategy.NoShard)
-            w.WriteLine("note: the model ties its embeddings; FsdpTrainStep needs an untied head (tie_word_embeddings=false), so this is a plan for a future engine");
     }
 
     static string Billions(long n) => n >= 1_000_000_000 ? $"{n / 1e9:F2}B" : $"{n / 1e6:F1}M";

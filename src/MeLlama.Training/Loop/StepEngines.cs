@@ -49,7 +49,7 @@ public static class StepEngines
         }
         catch (NotSupportedException e)
         {
-            // The engine refuses model shapes it cannot shard (tied embeddings): a recipe problem.
+            // The engine refuses models it cannot shard (non-float parameters, parameters outside its units): a recipe problem.
             throw new ConfigError($"sharded training ({strategy}, {comm.WorldSize} rank(s)) cannot train this recipe: {e.Message}");
         }
     }

@@ -59,12 +59,14 @@ public sealed record MemoryPlan(MemoryPlanRequest Request, IReadOnlyList<MemoryL
 /// Rows:
 /// <list type="bullet">
 /// <item>parameters — compute-dtype weights alive at once. full_shard: the largest unit ×2 (the running unit and the
-/// prefetched next one); shard_grad_op and no_shard: the whole model. In fp32 without sharding the master weights are
+/// prefetched next one); with tied embeddings the embedding unit stays gathered for the whole micro-batch (its weight
+/// is also the output head), so: embedding + the largest other unit ×2. shard_grad_op and no_shard: the whole model. In fp32 without sharding the master weights are
 /// the parameters, so this row is then 0 and the master row holds them.</item>
 /// <item>fp32 master — full_shard/shard_grad_op: Σ over units of the padded shard (⌈numel/N⌉ elements) × 4 bytes;
 /// no_shard: the full model × 4.</item>
 /// <item>gradients — sharded: the fp32 gradient slice plus, while one unit's backward runs, its full gradients in the
-/// compute dtype and the padded fp32 flat buffer they are reduce-scattered from. no_shard: the fp32 accumulators
+/// compute dtype and the padded fp32 flat buffer they are reduce-scattered from; tied embeddings add the embedding's
+/// full gradient (compute dtype), held from the head's backward to the lookup's. no_shard: the fp32 accumulators
 /// (model × 4) plus, in bf16, the model's bf16 gradients (model × 2).</item>
 /// <item>AdamW moments — exp_avg and exp_avg_sq, fp32, 2 × slice (sharded) or 2 × model.</item>
 /// <item>activations — <see cref="ActivationModel.Bytes"/> at micro_batch × seq_len.</item>
@@ -103,6 +105,17 @@ public static class MemoryPlanner
         long largest = units.Max();
         long largestPadded = units.Select(n => ShardLayout.For(n, r.Gpus).PaddedNumel).Max();
         long slice = ShardElements(c, r.Gpus);
+        // Tied: the embedding unit is also the head; the engine keeps it gathered (full shard) and its gradient alive
+        // across the micro-batch's backward. Transient per-unit buffers are then the largest of the other units'.
+        bool tied = c.TieWordEmbeddings;
+        long embedding = units[0], embeddingPadded = ShardLayout.For(embedding, r.Gpus).PaddedNumel;
+        long largestOther = units.Skip(1).Max(), largestOtherPadded = units.Skip(1).Max(n => ShardLayout.For(n, r.Gpus).PaddedNumel);
+        long shardedGradients = tied
+            ? slice * 4 + embedding * e + Math.Max(largestOther * e + largestOtherPadded * 4, embeddingPadded * 4)
+            : slice * 4 + largest * e + largestPadded * 4;
+        string gradientsDetail = tied
+            ? $"fp32 slice + the tied embedding's full grads ({e} B, head to lookup) + one other unit's full grads and fp32 reduce-scatter buffer"
+            : $"fp32 slice + one unit's full grads ({e} B) and its fp32 reduce-scatter buffer";
         long tokens = (long)r.MicroBatch * r.SeqLen;
         int largestIndex = Array.IndexOf(units, largest);
         string unitName = largestIndex == 0 ? "embedding" : largestIndex == units.Length - 1 ? "head" : "decoder layer";
@@ -113,17 +126,18 @@ public static class MemoryPlanner
             case ShardingStrategy.FullShard:
                 lines.Add(r.ResidentComputeParameters
                     ? new MemoryLine("parameters", total * e, $"full model resident ({Count(total)} × {e} B): gathered units are not freed")
-                    : new MemoryLine("parameters", 2 * largest * e, $"gathered units alive at once: largest unit ({unitName}, {Count(largest)}) ×2 for prefetch, {e} B each"));
+                    : tied
+                        ? new MemoryLine("parameters", (embedding + 2 * largestOther) * e,
+                            $"tied embedding ({Count(embedding)}) gathered for the whole micro-batch + largest other unit ({Count(largestOther)}) ×2 for prefetch, {e} B each")
+                        : new MemoryLine("parameters", 2 * largest * e, $"gathered units alive at once: largest unit ({unitName}, {Count(largest)}) ×2 for prefetch, {e} B each"));
                 lines.Add(new MemoryLine("fp32 master", slice * 4, $"1/{r.Gpus} slice: {Count(slice)} elements incl. padding × 4 B"));
-                lines.Add(new MemoryLine("gradients", slice * 4 + largest * e + largestPadded * 4,
-                    $"fp32 slice + one unit's full grads ({e} B) and its fp32 reduce-scatter buffer"));
+                lines.Add(new MemoryLine("gradients", shardedGradients, gradientsDetail));
                 lines.Add(new MemoryLine("AdamW moments", 2 * slice * 4, "exp_avg + exp_avg_sq of the slice, fp32"));
                 break;
             case ShardingStrategy.ShardGradOp:
                 lines.Add(new MemoryLine("parameters", total * e, $"full model in compute dtype ({Count(total)} × {e} B) for the whole step"));
                 lines.Add(new MemoryLine("fp32 master", slice * 4, $"1/{r.Gpus} slice: {Count(slice)} elements incl. padding × 4 B"));
-                lines.Add(new MemoryLine("gradients", slice * 4 + largest * e + largestPadded * 4,
-                    $"fp32 slice + one unit's full grads ({e} B) and its fp32 reduce-scatter buffer"));
+                lines.Add(new MemoryLine("gradients", shardedGradients, gradientsDetail));
                 lines.Add(new MemoryLine("AdamW moments", 2 * slice * 4, "exp_avg + exp_avg_sq of the slice, fp32"));
                 break;
             case ShardingStrategy.NoShard:

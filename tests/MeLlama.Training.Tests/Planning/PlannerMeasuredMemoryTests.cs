@@ -45,28 +45,31 @@ public class PlannerMeasuredMemoryTests(ITestOutputHelper output)
     [InlineData(3, "fp32")]
     [InlineData(2, "bf16")]
     [InlineData(3, "bf16")]
-    public void Sharded_state_and_parameters_per_rank_equal_the_plan_exactly(int world, string precision)
+    [InlineData(2, "fp32", true)]
+    [InlineData(3, "bf16", true)]
+    public void Sharded_state_and_parameters_per_rank_equal_the_plan_exactly(int world, string precision, bool tied = false)
     {
+        var config = tied ? Tiny with { TieWordEmbeddings = true } : Tiny;
         var request = new MemoryPlanRequest
         {
-            Model = Tiny, Gpus = world, GpuMemoryBytes = 1L << 30, Precision = precision, MicroBatch = 2, SeqLen = 8,
+            Model = config, Gpus = world, GpuMemoryBytes = 1L << 30, Precision = precision, MicroBatch = 2, SeqLen = 8,
             ResidentComputeParameters = true,
         };
         var plan = MemoryPlanner.Plan(request);
-        long[] units = MemoryPlanner.UnitParameterCounts(Tiny);
-        Assert.Equal(Tiny.ParameterCount(), units.Sum());
+        long[] units = MemoryPlanner.UnitParameterCounts(config);
+        Assert.Equal(config.ParameterCount(), units.Sum());
         var held = new long[world];
         var parameterBytes = new long[world];
         var unitNumels = new long[world][];
         void Body(ICollectives comm)
         {
             using var scope = NewDisposeScope();
-            using var model = new LlamaForCausalLM(Tiny, seed: Seed);
+            using var model = new LlamaForCausalLM(config, seed: Seed);
             // bf16: bf16 compute parameters, fp32 masters (from the fp32 init), gradient slices and moments.
             if (precision == "bf16") model.to(ScalarType.BFloat16);
             using var engine = new FsdpTrainStep(model, comm, Options(checkpointing: true),
-                masters: precision == "bf16" ? MasterSources.RandomInit(Tiny, Seed, CPU) : null);
-            engine.Step(Batch(Tiny, 1, 2, 8, Seed + comm.Rank), 1e-3);
+                masters: precision == "bf16" ? MasterSources.RandomInit(config, Seed, CPU) : null);
+            engine.Step(Batch(config, 1, 2, 8, Seed + comm.Rank), 1e-3);
             // Counted from the tensors the engine holds after a step, not from its own arithmetic.
             held[comm.Rank] = engine.Units.Sum(u => new[] { u.Master, u.Grad, u.ExpAvg, u.ExpAvgSq }.Sum(t => t.numel() * t.ElementSize));
             parameterBytes[comm.Rank] = model.parameters().Sum(p => p.numel() * p.ElementSize);
@@ -80,11 +83,19 @@ public class PlannerMeasuredMemoryTests(ITestOutputHelper output)
         }
         else InProcessRanks.Run(world, Body);
 
-        long slice = MemoryPlanner.ShardElements(Tiny, world);
+        long slice = MemoryPlanner.ShardElements(config, world);
         long largest = units.Max(), largestPadded = units.Max(n => ShardLayout.For(n, world).PaddedNumel);
         Assert.Equal(slice * 4, plan["fp32 master"]);
         int e = precision == "bf16" ? 2 : 4;
-        Assert.Equal(slice * 4 + largest * e + largestPadded * 4, plan["gradients"]); // slice + one unit's transient buffers (compute-dtype grads, fp32 flat)
+        if (!tied) Assert.Equal(slice * 4 + largest * e + largestPadded * 4, plan["gradients"]); // slice + one unit's transient buffers (compute-dtype grads, fp32 flat)
+        else
+        {
+            // Tied: the embedding's compute-dtype gradient is held from the head's backward to the lookup's, beside the other units' transient buffers.
+            Assert.Equal(units[0], config.VocabSize * (long)config.HiddenSize);
+            Assert.Equal(config.HiddenSize, units[^1]); // the head unit is the final norm only
+            long other = units.Skip(1).Max(), otherPadded = units.Skip(1).Max(n => ShardLayout.For(n, world).PaddedNumel);
+            Assert.Equal(slice * 4 + units[0] * e + Math.Max(other * e + otherPadded * 4, ShardLayout.For(units[0], world).PaddedNumel * 4), plan["gradients"]);
+        }
         Assert.Equal(2 * slice * 4, plan["AdamW moments"]);
         for (int r = 0; r < world; r++)
         {
@@ -94,8 +105,8 @@ public class PlannerMeasuredMemoryTests(ITestOutputHelper output)
             Assert.Equal(plan["parameters"], parameterBytes[r]);
         }
         // Padding is all that separates a rank's share from an even 1/N split: < one element per unit.
-        Assert.Equal(Tiny.ParameterCount() * e, plan["parameters"]); // resident compute copies: 2 B each in bf16
-        long even = 4 * 4 * Tiny.ParameterCount() / world;
+        Assert.Equal(config.ParameterCount() * e, plan["parameters"]); // resident compute copies: 2 B each in bf16
+        long even = 4 * 4 * config.ParameterCount() / world;
         Assert.InRange(held[0], even, even + 4L * 4 * units.Length);
         output.WriteLine($"world {world} {precision}: {held[0]} B sharded state per rank (1/N of the model's 16 B/param would be {even} B)");
     }

@@ -19,6 +19,9 @@ static class TinyRun
         MaxPositionEmbeddings = 64, TieWordEmbeddings = false,
     };
 
+    /// <summary><see cref="Tiny"/> with the output head tied to the embedding (as the demo recipe trains).</summary>
+    public static readonly LlamaConfig TinyTied = Tiny with { TieWordEmbeddings = true };
+
     public static TrainStepOptions Options => new(Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, GradClip: 0.05, ActivationCheckpointing: true);
 
     public static double Lr(int step) => 3e-3 * (step % 5 + 1);
@@ -40,10 +43,11 @@ static class TinyRun
     }
 
     /// <summary>Steps [from, to) of the single-process engine, from the seeded init or from <paramref name="stateDir"/>.</summary>
-    public static (List<StepResult> Results, Dictionary<string, float[]> Weights) RunSingle(int from, int to, string? stateDir = null, long seed = Seed)
+    public static (List<StepResult> Results, Dictionary<string, float[]> Weights) RunSingle(int from, int to, string? stateDir = null, long seed = Seed,
+        LlamaConfig? config = null)
     {
         using var scope = NewDisposeScope();
-        using var model = new LlamaForCausalLM(Tiny, seed: seed);
+        using var model = new LlamaForCausalLM(config ?? Tiny, seed: seed);
         using var engine = new SingleProcessTrainStep(model, Options);
         if (stateDir != null) engine.LoadState(stateDir, from);
         var results = new List<StepResult>();

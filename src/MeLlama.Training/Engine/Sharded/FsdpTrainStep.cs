@@ -11,7 +11,8 @@ namespace MeLlama.Training.Engine.Sharded;
 /// FSDP-style step: a 70B model's fp32 weights, gradients and Adam state (~1.1 TB) only fit when they are split
 /// across ranks, and TorchSharp has no torch.distributed, so the splitting is done here over <see cref="ICollectives"/>.
 /// <para>The model is cut into units (embedding, each decoder block, final norm + head), each a flat fp32 buffer
-/// (<see cref="FlatParameterUnit"/>). Forward runs without autograd keeping only each unit's input; backward walks
+/// (<see cref="FlatParameterUnit"/>). With tied embeddings (<c>TieWordEmbeddings</c>, no <c>lm_head</c>) the shared
+/// weight lives only in the embedding unit and the head unit holds just the final norm; see <see cref="Tied"/>. Forward runs without autograd keeping only each unit's input; backward walks
 /// the units in reverse, recomputing each with autograd and back-propagating the incoming gradient with
 /// <c>torch.autograd.backward(outputs, grad_outputs)</c>, so only one unit's full-size gradients exist at a time
 /// and they are reduced into the owner's slice right away. The loss is the token-summed cross-entropy divided by
@@ -68,10 +69,10 @@ public sealed class FsdpTrainStep : ITrainStep
         ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false, bool? prefetch = null,
         IMasterSource? masters = null, Device? device = null)
     {
-        if (model.LmHead is null) throw new NotSupportedException("the sharded engine needs an untied output head (TieWordEmbeddings = false)");
         bool canPrefetch = strategy == ShardingStrategy.FullShard && freeAfterUse;
         if (prefetch == true && !canPrefetch) throw new ArgumentException("prefetch needs the full-shard strategy with freeAfterUse", nameof(prefetch));
         _model = model;
+        Tied = model.LmHead is null;
         _comm = comm;
         _options = options;
         Strategy = strategy;
@@ -140,6 +141,21 @@ public sealed class FsdpTrainStep : ITrainStep
     internal FlatParameterUnit? PrefetchedUnit => _ahead?.Unit;
 
     public ShardingStrategy Strategy { get; }
+
+    /// <summary>
+    /// The output head is the embedding weight (no <c>lm_head</c>): the weight has one home, the embedding unit, which
+    /// is used twice per micro-batch (lookup at the start of forward, logits at the end; in backward the logits first,
+    /// the lookup last). Under full shard that unit is gathered once per micro-batch and kept until the lookup's
+    /// backward is done (torch FSDP likewise keeps its root unit, which holds shared weights, gathered between forward
+    /// and backward), so both uses see the same gathered tensor, autograd sums the two gradient contributions into its
+    /// one <c>.grad</c>, and that sum is reduce-scattered once per micro-batch like any unit's gradient. Cost: the
+    /// embedding's compute copy stays alive for the micro-batch, and its full-size gradient from the head's backward
+    /// until the lookup's backward (the planner counts both).
+    /// </summary>
+    public bool Tied { get; }
+
+    /// <summary>Full shard with tied embeddings: the embedding unit stays gathered from the start of forward to the end of backward.</summary>
+    bool KeepEmbedding => Tied && GatherPerUse;
     public IReadOnlyList<FlatParameterUnit> Units => [_embedding, .. _layers, _head];
     public long OptimizerSteps { get; private set; }
 
@@ -257,10 +273,12 @@ public sealed class FsdpTrainStep : ITrainStep
         using (no_grad())
         {
             // Units are used in the order embedding, layer0 … layerN-1, head, layerN-1 … layer0, embedding;
-            // each Use names the unit after it, whose gather is prefetched.
+            // each Use names the unit after it, whose gather is prefetched. Tied under full shard, the embedding is
+            // gathered once here and held to the end, so it is never anyone's "next" again.
             Use(_embedding, _layers.Length > 0 ? _layers[0] : _head);
             layerInputs[0] = _model.Embedding.forward(inputs);
-            Done(_embedding);
+            if (!KeepEmbedding) Done(_embedding); // tied: the head's logits and both backwards use it again
+
             for (int i = 0; i < layers.Count; i++)
             {
                 Use(_layers[i], i + 1 < _layers.Length ? _layers[i + 1] : _head);
@@ -268,7 +286,7 @@ public sealed class FsdpTrainStep : ITrainStep
                 Done(_layers[i]);
             }
         }
-        Use(_head, _layers.Length > 0 ? _layers[^1] : _embedding);
+        Use(_head, _layers.Length > 0 ? _layers[^1] : KeepEmbedding ? null : _embedding);
         var top = layerInputs[^1].detach().requires_grad_(true);
         // fp32 softmax whatever the compute dtype, as the single-process engine does.
         var logits = _model.Logits(_model.FinalNorm.forward(top)).to(ScalarType.Float32);
@@ -280,7 +298,7 @@ public sealed class FsdpTrainStep : ITrainStep
         for (int i = layers.Count - 1; i >= 0; i--)
         {
             using var layerScope = NewDisposeScope();
-            Use(_layers[i], i > 0 ? _layers[i - 1] : _embedding);
+            Use(_layers[i], i > 0 ? _layers[i - 1] : KeepEmbedding ? null : _embedding);
             var x = layerInputs[i].detach().requires_grad_(true);
             var y = layers[i].forward(x, rope);
             autograd.backward([y], [grad]);
@@ -288,7 +306,9 @@ public sealed class FsdpTrainStep : ITrainStep
             Reduce(_layers[i]);
             Done(_layers[i]);
         }
-        Use(_embedding, null);
+        if (!KeepEmbedding) Use(_embedding, null);
+        // Tied: the weight's .grad already holds the head's contribution; the lookup's is added to it, and the sum is
+        // reduce-scattered once.
         autograd.backward([_model.Embedding.forward(inputs)], [grad]);
         Reduce(_embedding);
         Done(_embedding);
@@ -308,7 +328,7 @@ public sealed class FsdpTrainStep : ITrainStep
         var rope = _model.Rotary.Tables(0, t, _model.Device, _model.Dtype);
         Use(_embedding, _layers.Length > 0 ? _layers[0] : _head);
         var h = _model.Embedding.forward(inputs);
-        Done(_embedding);
+        if (!KeepEmbedding) Done(_embedding);
         for (int i = 0; i < _layers.Length; i++)
         {
             Use(_layers[i], i + 1 < _layers.Length ? _layers[i + 1] : _head);
@@ -318,6 +338,7 @@ public sealed class FsdpTrainStep : ITrainStep
         Use(_head, null);
         var logits = _model.Logits(_model.FinalNorm.forward(h)).to(ScalarType.Float32);
         Done(_head);
+        if (KeepEmbedding) Done(_embedding);
         var labels = ids.narrow(1, 1, t);
         var sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), reduction: nn.Reduction.None)
             .to(ScalarType.Float64).sum();
