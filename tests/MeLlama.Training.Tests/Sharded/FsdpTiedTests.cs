@@ -38,16 +38,7 @@ public class FsdpTiedTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(2, "full_shard", false, false)]
-    [InlineData(3, "full_shard", false, false)]
-    [InlineData(2, "full_shard", true, false)]
-    [InlineData(3, "full_shard", true, false)]
-    [InlineData(2, "full_shard", true, true)]
-    [InlineData(3, "full_shard", true, true)]
-    [InlineData(2, "shard_grad_op", false, false)]
-    [InlineData(3, "shard_grad_op", false, false)]
-    [InlineData(2, "no_shard", false, false)]
-    [InlineData(3, "no_shard", false, false)]
+    [MemberData(nameof(StrategyCases), MemberType = typeof(TinyRun))]
     public void TiedStrategyMatchesSingleProcessLossesAndWeights(int world, string strategyName, bool freeAfterUse, bool prefetch)
     {
         var strategy = ShardingStrategies.Parse(strategyName);
@@ -372,27 +363,13 @@ public class FsdpTiedTests(ITestOutputHelper output)
         AssertLossesMatch(uninterrupted.Skip(saveAt).ToList(), resumed, "tied, saved on 2 ranks, resumed on 3");
     }
 
-    /// <summary>A checkpoint folder as the trainer lays it out (configs + engine files + manifest), for the exporter.</summary>
-    static string WriteCheckpoint(string runDir, long step, Action<string> writeEngineFiles)
-    {
-        var train = ConfigLoader.Load("demo");
-        train.Model.Tokenizer = null;
-        train.Model.InitFrom = null;
-        return new CheckpointStore(runDir).Save(step, dir =>
-        {
-            writeEngineFiles(dir);
-            File.WriteAllText(Path.Combine(dir, CheckpointFiles.ModelConfig), TinyTied.ToHfJson("float32"));
-            File.WriteAllText(Path.Combine(dir, CheckpointFiles.Config), ConfigLoader.ToJson(train));
-        });
-    }
-
     [Fact]
     public void ExportOfTiedShardedCheckpointEqualsTheSingleProcessExportWithoutLmHead()
     {
         const int steps = 3;
         using var tmp = new TempDir();
-        WriteCheckpoint(tmp["sharded-run"], steps, dir => RunFullShard(2, 0, steps, saveDir: dir));
-        string singleCheckpoint = WriteCheckpoint(tmp["single-run"], steps, dir =>
+        WriteCheckpoint(tmp["sharded-run"], steps, TinyTied, dir => RunFullShard(2, 0, steps, saveDir: dir));
+        string singleCheckpoint = WriteCheckpoint(tmp["single-run"], steps, TinyTied, dir =>
         {
             using var model = new LlamaForCausalLM(TinyTied, seed: Seed);
             using var engine = new SingleProcessTrainStep(model, Options);

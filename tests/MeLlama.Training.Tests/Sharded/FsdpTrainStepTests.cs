@@ -13,16 +13,7 @@ public class FsdpTrainStepTests(ITestOutputHelper output)
     const int Steps = 10;
 
     [Theory]
-    [InlineData(2, "full_shard", false, false)]
-    [InlineData(3, "full_shard", false, false)]
-    [InlineData(2, "full_shard", true, false)]
-    [InlineData(3, "full_shard", true, false)]
-    [InlineData(2, "full_shard", true, true)]
-    [InlineData(3, "full_shard", true, true)]
-    [InlineData(2, "shard_grad_op", false, false)]
-    [InlineData(3, "shard_grad_op", false, false)]
-    [InlineData(2, "no_shard", false, false)]
-    [InlineData(3, "no_shard", false, false)]
+    [MemberData(nameof(StrategyCases), MemberType = typeof(TinyRun))]
     public void StrategyMatchesSingleProcessLossesAndWeights(int world, string strategyName, bool freeAfterUse, bool prefetch)
     {
         var strategy = ShardingStrategies.Parse(strategyName);

@@ -194,29 +194,15 @@ public class ShardedCheckpointTests
         AssertLossesMatch(straight.Skip(SaveAt).ToList(), Resume(tmp.Path, 3, ShardingStrategy.FullShard), "single process → 3 ranks");
     }
 
-    /// <summary>A checkpoint folder as the trainer lays it out (configs + engine files + manifest), for the exporter.</summary>
-    static string WriteCheckpoint(string runDir, long step, Action<string> writeEngineFiles)
-    {
-        var train = ConfigLoader.Load("demo");
-        train.Model.Tokenizer = null;
-        train.Model.InitFrom = null;
-        return new CheckpointStore(runDir).Save(step, dir =>
-        {
-            writeEngineFiles(dir);
-            File.WriteAllText(Path.Combine(dir, CheckpointFiles.ModelConfig), Tiny.ToHfJson("float32"));
-            File.WriteAllText(Path.Combine(dir, CheckpointFiles.Config), ConfigLoader.ToJson(train));
-        });
-    }
-
     [Fact]
     public void ExportOfShardedCheckpointEqualsTheGatheredWeightsAndTheSingleProcessExport()
     {
         const int steps = 3;
         using var tmp = new TempDir();
         Dictionary<string, float[]> gathered = [];
-        string shardedCheckpoint = WriteCheckpoint(tmp["sharded-run"], steps, dir => gathered = RunSharded(3, steps, dir).Weights);
+        string shardedCheckpoint = WriteCheckpoint(tmp["sharded-run"], steps, Tiny, dir => gathered = RunSharded(3, steps, dir).Weights);
         Assert.False(File.Exists(Path.Combine(shardedCheckpoint, CheckpointFiles.Model)));
-        string singleCheckpoint = WriteCheckpoint(tmp["single-run"], steps, dir =>
+        string singleCheckpoint = WriteCheckpoint(tmp["single-run"], steps, Tiny, dir =>
         {
             using var model = new LlamaForCausalLM(Tiny, seed: Seed);
             using var engine = new SingleProcessTrainStep(model, Options);

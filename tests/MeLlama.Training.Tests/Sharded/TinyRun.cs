@@ -1,4 +1,6 @@
 using MeLlama.Model;
+using MeLlama.Training.Checkpointing;
+using MeLlama.Training.Config;
 using MeLlama.Training.Engine;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -58,6 +60,30 @@ static class TinyRun
         }
         return (results, Weights(model));
     }
+
+    /// <summary>A checkpoint folder as the trainer lays it out (configs + engine files + manifest), for the exporter.</summary>
+    public static string WriteCheckpoint(string runDir, long step, LlamaConfig config, Action<string> writeEngineFiles)
+    {
+        var train = ConfigLoader.Load("demo");
+        train.Model.Tokenizer = null;
+        train.Model.InitFrom = null;
+        return new CheckpointStore(runDir).Save(step, dir =>
+        {
+            writeEngineFiles(dir);
+            File.WriteAllText(Path.Combine(dir, CheckpointFiles.ModelConfig), config.ToHfJson("float32"));
+            File.WriteAllText(Path.Combine(dir, CheckpointFiles.Config), ConfigLoader.ToJson(train));
+        });
+    }
+
+    /// <summary>Every strategy case the equivalence tests run: world size, strategy, freeAfterUse, prefetch.</summary>
+    public static TheoryData<int, string, bool, bool> StrategyCases => new()
+    {
+        { 2, "full_shard", false, false }, { 3, "full_shard", false, false },
+        { 2, "full_shard", true, false }, { 3, "full_shard", true, false },
+        { 2, "full_shard", true, true }, { 3, "full_shard", true, true },
+        { 2, "shard_grad_op", false, false }, { 3, "shard_grad_op", false, false },
+        { 2, "no_shard", false, false }, { 3, "no_shard", false, false },
+    };
 
     public static Dictionary<string, float[]> Weights(LlamaForCausalLM model) =>
         model.named_parameters().ToDictionary(p => p.name, p => p.parameter.data<float>().ToArray());
