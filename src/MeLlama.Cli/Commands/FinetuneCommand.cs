@@ -1,5 +1,6 @@
 using System.CommandLine;
 using MeLlama.Core.Logging;
+using MeLlama.Distributed;
 using MeLlama.Training.Config;
 using MeLlama.Training.Finetune.Config;
 using MeLlama.Training.Finetune.Loop;
@@ -32,6 +33,16 @@ public static class FinetuneCommand
                 Console.WriteLine(FinetuneConfigLoader.ToJson(cfg));
                 return 0;
             }
+            // Fine-tuning runs on one process. Several ranks of a launch/torchrun/srun job would each train the same
+            // model into the same run folder and overwrite each other's checkpoints: refuse before touching it.
+            DistributedEnvironment env;
+            try { env = Rendezvous.FromEnvironment(); }
+            catch (DistributedEnvironmentException e) { return CommandFailures.Report(e, parse.InvocationConfiguration.Error, "finetune"); }
+            if (env.IsDistributed)
+                return CommandFailures.Report(new ConfigError(
+                    $"finetune runs on one process, but this one is rank {env.Rank} of {env.WorldSize} ({(env.Source == LaunchSource.Slurm ? "Slurm" : "RANK/WORLD_SIZE")} variables); sharded fine-tuning is not built yet. " +
+                    "Start it once: without `mellama launch`/torchrun, or with one Slurm task (srun --ntasks=1, scripts/slurm/instruct.sbatch)"),
+                    parse.InvocationConfiguration.Error, "finetune");
             var logOptions = GlobalOptions.LogOptions(parse);
             logOptions = logOptions with { JsonFile = logOptions.JsonFile ?? Path.Combine(cfg.RunDir, "logs", "finetune.jsonl") };
             using var log = LogSetup.Create(logOptions);

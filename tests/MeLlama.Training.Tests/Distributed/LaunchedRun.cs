@@ -8,7 +8,7 @@ using MeLlama.Training.Metrics;
 namespace MeLlama.Training.Tests.Distributed;
 
 /// <summary>
-/// `mellama launch --nproc N -- pretrain --config FILE` of the real binary, with the launcher's output captured line by
+/// `mellama launch --nproc N -- pretrain --config FILE` (or another command) of the real binary, with the launcher's output captured line by
 /// line (each rank's lines arrive prefixed "[rank r] " by the launcher).
 /// </summary>
 sealed partial class LaunchedRun : IDisposable
@@ -20,11 +20,13 @@ sealed partial class LaunchedRun : IDisposable
     public string Stderr => string.Join('\n', _stderr);
     public string Output => Stdout + "\n" + Stderr;
 
-    public LaunchedRun(int ranks, string recipe, params string[] extra)
+    public LaunchedRun(int ranks, string recipe, params string[] extra) : this(ranks, ["pretrain", "--config", recipe, .. extra]) { }
+
+    /// <summary>`mellama launch --nproc N -- COMMAND ARGS...` (<paramref name="command"/> = the subcommand and its arguments).</summary>
+    public LaunchedRun(int ranks, IEnumerable<string> command)
     {
         var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { PreemptionTests.MellamaDll(), "launch", "--nproc", ranks.ToString(CultureInfo.InvariantCulture), "--stop-grace-s", "20",
-                     "--", "pretrain", "--config", recipe }.Concat(extra))
+        foreach (var a in new[] { PreemptionTests.MellamaDll(), "launch", "--nproc", ranks.ToString(CultureInfo.InvariantCulture), "--stop-grace-s", "20", "--" }.Concat(command))
             psi.ArgumentList.Add(a);
         // A clean slate: no distributed variables inherited from whatever runs the tests.
         foreach (var name in new[] { "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "MELLAMA_JOB_SECRET", "SLURM_PROCID", "SLURM_STEP_ID", "MELLAMA_DIST" })
