@@ -369,17 +369,7 @@ public class FsdpTiedTests(ITestOutputHelper output)
         const int steps = 3;
         using var tmp = new TempDir();
         WriteCheckpoint(tmp["sharded-run"], steps, TinyTied, dir => RunFullShard(2, 0, steps, saveDir: dir));
-        string singleCheckpoint = WriteCheckpoint(tmp["single-run"], steps, TinyTied, dir =>
-        {
-            using var model = new LlamaForCausalLM(TinyTied, seed: Seed);
-            using var engine = new SingleProcessTrainStep(model, Options);
-            for (int s = 0; s < steps; s++)
-            {
-                using var scope = NewDisposeScope();
-                engine.Step(GlobalBatch(s), Lr(s));
-            }
-            engine.SaveState(dir);
-        });
+        string singleCheckpoint = WriteSingleProcessCheckpoint(tmp["single-run"], steps, TinyTied);
         string fromSharded = HfExporter.Export(tmp["sharded-run"], tmp["hf-sharded"], ScalarType.Float32);
         string fromSingle = HfExporter.Export(singleCheckpoint, tmp["hf-single"], ScalarType.Float32);
         Assert.Equal(File.ReadAllText(Path.Combine(fromSingle, "config.json")), File.ReadAllText(Path.Combine(fromSharded, "config.json")));

@@ -202,17 +202,7 @@ public class ShardedCheckpointTests
         Dictionary<string, float[]> gathered = [];
         string shardedCheckpoint = WriteCheckpoint(tmp["sharded-run"], steps, Tiny, dir => gathered = RunSharded(3, steps, dir).Weights);
         Assert.False(File.Exists(Path.Combine(shardedCheckpoint, CheckpointFiles.Model)));
-        string singleCheckpoint = WriteCheckpoint(tmp["single-run"], steps, Tiny, dir =>
-        {
-            using var model = new LlamaForCausalLM(Tiny, seed: Seed);
-            using var engine = new SingleProcessTrainStep(model, Options);
-            for (int s = 0; s < steps; s++)
-            {
-                using var scope = NewDisposeScope();
-                engine.Step(GlobalBatch(s), Lr(s));
-            }
-            engine.SaveState(dir);
-        });
+        string singleCheckpoint = WriteSingleProcessCheckpoint(tmp["single-run"], steps, Tiny);
 
         string fromSharded = HfExporter.Export(tmp["sharded-run"], tmp["hf-sharded"], ScalarType.Float32);
         string fromSingle = HfExporter.Export(singleCheckpoint, tmp["hf-single"], ScalarType.Float32);

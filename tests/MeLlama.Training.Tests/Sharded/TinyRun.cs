@@ -75,6 +75,20 @@ static class TinyRun
         });
     }
 
+    /// <summary><see cref="WriteCheckpoint"/> of the single-process engine after steps [0, steps) from the seeded init.</summary>
+    public static string WriteSingleProcessCheckpoint(string runDir, int steps, LlamaConfig config) =>
+        WriteCheckpoint(runDir, steps, config, dir =>
+        {
+            using var model = new LlamaForCausalLM(config, seed: Seed);
+            using var engine = new SingleProcessTrainStep(model, Options);
+            for (int s = 0; s < steps; s++)
+            {
+                using var scope = NewDisposeScope();
+                engine.Step(GlobalBatch(s), Lr(s));
+            }
+            engine.SaveState(dir);
+        });
+
     /// <summary>Every strategy case the equivalence tests run: world size, strategy, freeAfterUse, prefetch.</summary>
     public static TheoryData<int, string, bool, bool> StrategyCases => new()
     {
