@@ -22,6 +22,7 @@ try
         "ops" => OpProfile.Run(options),
         "hf-model" => HfModelFolder.Run(options),
         "io" => IoExperiment.Run(options),
+        "hash" => HashBench.Run(options),
         "fsdp" => FsdpScalingBench.Run(options),
         var other => throw new ArgumentException($"unknown command '{other}'"),
     };

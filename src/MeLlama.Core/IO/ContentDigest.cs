@@ -6,7 +6,7 @@ namespace MeLlama.Core.IO;
 /// <summary>
 /// The checksum algorithms that guard checkpoint files. <see cref="Xxh128"/> (XXH3, 128-bit) is what new checkpoints
 /// record: it detects torn writes, truncation and flipped bits as reliably as SHA-256 for accidental damage, and runs
-/// at ~22 GB/s on one core here against SHA-256's 1.46 GB/s (`scripts/bench/README.md`, "Verified resume"), so a
+/// at ~22 GB/s on one core here against SHA-256's 1.46 GB/s (`MeLlamaBench hash`; scripts/bench/README.md), so a
 /// verified resume is bound by the disk instead of the hash. It is not a defence against someone who edits a
 /// checkpoint on purpose; <see cref="Sha256"/> stays readable so older checkpoints still verify.
 /// </summary>
