@@ -36,16 +36,13 @@ public static class StepEngines
     {
         if (!world.IsDistributed && singleRankComm is null) return new SingleProcessTrainStep(model, options);
         var comm = world.IsDistributed ? world.Comm! : singleRankComm!;
+        ShardingStrategy parsed;
+        try { parsed = ShardingStrategies.Parse(strategy); }
+        catch (FormatException) { throw new ConfigError($"parallel.strategy '{strategy}' is not one of {string.Join(", ", ParallelSection.Strategies)}"); }
         try
         {
-            return strategy switch
-            {
-                // ZeRO-3 frees each gathered unit after use: per-rank parameter memory is 1/N plus one unit.
-                "full_shard" => new FsdpTrainStep(model, comm, options, ShardingStrategy.FullShard, freeAfterUse: true, masters: masters, device: device),
-                "shard_grad_op" => new FsdpTrainStep(model, comm, options, ShardingStrategy.ShardGradOp, masters: masters, device: device),
-                "no_shard" => new FsdpTrainStep(model, comm, options, ShardingStrategy.NoShard, masters: masters, device: device),
-                _ => throw new ConfigError($"parallel.strategy '{strategy}' is not one of {string.Join(", ", ParallelSection.Strategies)}"),
-            };
+            // ZeRO-3 frees each gathered unit after use: per-rank parameter memory is 1/N plus one unit.
+            return new FsdpTrainStep(model, comm, options, parsed, freeAfterUse: parsed == ShardingStrategy.FullShard, masters: masters, device: device);
         }
         catch (NotSupportedException e)
         {

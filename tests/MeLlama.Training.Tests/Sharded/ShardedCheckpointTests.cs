@@ -145,6 +145,32 @@ public class ShardedCheckpointTests
         Assert.Equal("a slice file failed its checksum on another rank", problems[0]);
     }
 
+    /// <summary>
+    /// A load that fails on one rank for any other reason (here rank 1's slice file is gone) fails on every rank at
+    /// once, the others saying so, instead of leaving them in a collective until the timeout; nobody falls back.
+    /// </summary>
+    [Fact]
+    public void ALoadFailureOnOneRankFailsEveryRankAtOnce()
+    {
+        using var tmp = new TempDir();
+        RunSharded(2, SaveAt, tmp.Path);
+        WriteManifest(tmp.Path);
+        File.Delete(Path.Combine(tmp.Path, ShardedCheckpoint.ModelShardFile(1, 2)));
+        var failures = new Exception?[2];
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        InProcessRanks.Run(2, comm =>
+        {
+            using var model = new LlamaForCausalLM(Tiny, seed: Seed + 99);
+            using var engine = new FsdpTrainStep(model, comm, Options, ShardingStrategy.FullShard);
+            failures[comm.Rank] = Record.Exception(() => engine.LoadState(tmp.Path, SaveAt));
+        });
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"took {clock.Elapsed}");
+        Assert.IsType<FileNotFoundException>(failures[1]);
+        Assert.Contains("model-shard-00001-of-00002.safetensors (rank 1 of 2) is missing", failures[1]!.Message);
+        var other = Assert.IsType<IOException>(failures[0]);
+        Assert.Contains("failed to load on another rank", other.Message);
+    }
+
     [Theory]
     [InlineData("full_shard")]
     [InlineData("no_shard")] // each rank writes its slice of the full buffer it holds

@@ -268,10 +268,16 @@ public sealed class FlatParameterUnit : IDisposable
     /// </summary>
     Tensor TakeGradients()
     {
-        var full = zeros(_sharded ? Layout.PaddedNumel : Layout.Numel, ScalarType.Float32, _device);
+        // Not zeros(): every element is written below (a gradient, zero where a parameter got none, zero padding), and
+        // a full-unit memset per unit per micro-batch would be one more pass over the largest buffer of the step.
+        long n = _sharded ? Layout.PaddedNumel : Layout.Numel;
+        var full = empty(n, ScalarType.Float32, _device);
+        if (n > Layout.Numel) full.narrow(0, Layout.Numel, n - Layout.Numel).zero_();
         foreach (var s in _slots)
         {
-            if (s.Param.grad is { } g) full.narrow(0, s.Segment.Offset, s.Segment.Numel).copy_(g.reshape(-1));
+            var part = full.narrow(0, s.Segment.Offset, s.Segment.Numel);
+            if (s.Param.grad is { } g) part.copy_(g.reshape(-1));
+            else part.zero_();
             if (s.Param.grad is not null) s.Param.grad = null;
         }
         return full;
@@ -284,12 +290,8 @@ public sealed class FlatParameterUnit : IDisposable
         _comm.AllReduce(Grad, ReduceOp.Sum);
     }
 
-    /// <summary>Sum of squared gradient elements this rank owns (fp64).</summary>
-    public double LocalGradSquares()
-    {
-        using var scope = NewDisposeScope();
-        return Grad.to(ScalarType.Float64).square().sum().item<double>();
-    }
+    /// <summary>Sum of squared gradient elements this rank owns: a 0-d fp64 tensor on the unit's device (no host sync).</summary>
+    public Tensor GradSquares() => Grad.to(ScalarType.Float64).square().sum();
 
     /// <summary>
     /// AdamW on what this rank owns, with the same operations as <see cref="Optim.MasterAdamW.Step"/> element by

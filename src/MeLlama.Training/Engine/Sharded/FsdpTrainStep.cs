@@ -207,9 +207,12 @@ public sealed class FsdpTrainStep : ITrainStep
         double meanLoss = AllReduceSum(lossSum) / globalTokens;
         long tokens = (long)globalTokens;
         if (!double.IsFinite(meanLoss)) return new StepResult(meanLoss, double.NaN, Skipped: true, tokens);
+        double localSquares;
+        using (NewDisposeScope())
+            localSquares = stack(Units.Select(u => u.GradSquares()).ToArray()).sum().item<double>(); // one device sync, not one per unit
         double norm = Math.Sqrt(Strategy == ShardingStrategy.NoShard
-            ? Units.Sum(u => u.LocalGradSquares()) // every rank holds the whole (already summed) gradient
-            : AllReduceSum(Units.Sum(u => u.LocalGradSquares())));
+            ? localSquares // every rank holds the whole (already summed) gradient
+            : AllReduceSum(localSquares));
         if (!double.IsFinite(norm)) return new StepResult(meanLoss, norm, Skipped: true, tokens);
         if (_options.GradClip > 0 && norm > _options.GradClip)
             foreach (var u in Units) u.Grad.mul_(_options.GradClip / (norm + 1e-6));
@@ -363,15 +366,22 @@ public sealed class FsdpTrainStep : ITrainStep
     /// </summary>
     public void LoadState(string checkpointDir, long optimizerSteps)
     {
-        CheckpointCorruptException? corrupt = null;
+        // Every rank reaches the agreement whatever happened locally (0 loaded, 1 corrupt, 2 any other failure), so a
+        // rank that failed never leaves the others waiting in a collective until the timeout.
+        Exception? failure = null;
         try { ShardedCheckpoint.Load(checkpointDir, Units, _comm.Rank, _comm.WorldSize); }
-        catch (CheckpointCorruptException e) { corrupt = e; }
-        using (var flag = torch.tensor(new[] { corrupt is null ? 0f : 1f }, device: Units[0].Master.device))
+        catch (Exception e) { failure = e; }
+        float outcome;
+        using (var flag = torch.tensor(new[] { failure is null ? 0f : failure is CheckpointCorruptException ? 1f : 2f }, device: Units[0].Master.device))
         {
             _comm.AllReduce(flag, ReduceOp.Max);
-            if (flag.cpu().item<float>() > 0)
-                throw corrupt ?? new CheckpointCorruptException(checkpointDir, "a slice file failed its checksum on another rank");
+            outcome = flag.item<float>();
         }
+        // Only when the worst outcome is "corrupt" do all ranks fall back together; any other failure fails every rank.
+        if (failure is not null && (outcome > 1f) == failure is not CheckpointCorruptException)
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+        if (outcome > 1f) throw new IOException($"checkpoint {Path.GetFileName(checkpointDir.TrimEnd('/'))} failed to load on another rank (its log names the cause)", failure);
+        if (outcome == 1f) throw new CheckpointCorruptException(checkpointDir, "a slice file failed its checksum on another rank");
         OptimizerSteps = optimizerSteps;
         foreach (var u in Units)
         {
