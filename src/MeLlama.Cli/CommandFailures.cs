@@ -29,7 +29,9 @@ public static class CommandFailures
         CollectiveException => new(ExitCodes.Failed, $"Collectives failed: {e.Message}", false),
         PeerAuthenticationException or TimeoutException => new(ExitCodes.Failed, $"Could not join the job: {e.Message}", false),
         PlatformNotSupportedException => new(ExitCodes.Failed, e.Message, false),
-        FileNotFoundException { FileName: { } file } => new(ExitCodes.BadInput, $"file not found: {file}", false),
+        // .NET's own "Could not find file '…'" becomes one short line; our messages (which say what the file is for) stay.
+        FileNotFoundException { FileName: { } file } when e.Message.StartsWith("Could not find file", StringComparison.Ordinal)
+            => new(ExitCodes.BadInput, $"file not found: {file}", false),
         JsonException j => new(ExitCodes.BadInput, $"malformed JSON{JsonPosition(j)}", false),
         ConfigError or DistributedEnvironmentException or DataConfigException or PrepareInputException or PrepareOutputException
             or DatasetException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException or FormatException

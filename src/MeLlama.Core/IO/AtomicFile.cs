@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Security.Cryptography;
 
 namespace MeLlama.Core.IO;
 
@@ -95,11 +94,7 @@ public static class AtomicFile
         try { if (File.Exists(path)) File.Delete(path); } catch (IOException) { }
     }
 
-    public static string Sha256File(string path)
-    {
-        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-        return Convert.ToHexStringLower(SHA256.HashData(fs));
-    }
+    public static string Sha256File(string path) => ContentDigest.OfFile(path, DigestAlgorithm.Sha256);
 
     static partial class Native
     {

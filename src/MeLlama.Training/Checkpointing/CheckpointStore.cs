@@ -314,7 +314,8 @@ public sealed partial class CheckpointStore(string runDir, ILogger? log = null)
     {
         string path = Path.Combine(dir, ManifestName);
         if (!File.Exists(path)) return null;
-        try { return JsonSerializer.Deserialize(File.ReadAllText(path), CheckpointManifestJson.Default.CheckpointManifest)?.Files; }
+        // Null only for a folder without a manifest (not a store checkpoint); an empty one must not mean "nothing to check".
+        try { return JsonSerializer.Deserialize(File.ReadAllText(path), CheckpointManifestJson.Default.CheckpointManifest)?.Files ?? throw new CheckpointCorruptException(dir, "manifest.json is empty"); }
         catch (JsonException e) { throw new CheckpointCorruptException(dir, $"manifest.json is unreadable: {e.Message}"); }
     }
 

@@ -25,6 +25,18 @@ public record RunControls
 }
 
 /// <summary>
+/// What the attempts of one invocation share (<see cref="RunStart.RunWithFallback"/>): the checkpoints found corrupt
+/// while loading, and the clock, so the wall-clock budget (`--time-limit`) and the elapsed time count from the
+/// invocation's start, not from the attempt that followed a rejected checkpoint.
+/// </summary>
+public sealed class RunAttempts
+{
+    public Dictionary<long, string> Rejected { get; } = [];
+    public Stopwatch Wall { get; } = Stopwatch.StartNew();
+    public DateTime StartUtc { get; } = DateTime.UtcNow;
+}
+
+/// <summary>
 /// The start every training run shares: threads and seed, the run folder and its checkpoint store, and which
 /// checkpoint (if any) to continue from with its <see cref="TrainerState"/>. Made once per attempt of
 /// <see cref="RunWithFallback"/>; the trainer then builds its model and engine and calls <see cref="TryLoadState"/>.
@@ -49,25 +61,24 @@ public sealed class RunStart
     /// after adding the checkpoint to the rejected set, and the run starts over skipping it exactly as if its up-front
     /// check had failed.
     /// </summary>
-    public static TrainOutcome RunWithFallback(Func<Dictionary<long, string>, TrainOutcome?> runOnce)
+    public static TrainOutcome RunWithFallback(Func<RunAttempts, TrainOutcome?> runOnce)
     {
-        var rejected = new Dictionary<long, string>();
+        var attempts = new RunAttempts();
         while (true)
-            if (runOnce(rejected) is { } outcome) return outcome;
+            if (runOnce(attempts) is { } outcome) return outcome;
     }
 
     /// <summary>
     /// Sets threads and seed, opens the run folder and picks the checkpoint to continue from (skipping
-    /// <paramref name="rejected"/> ones). <paramref name="checkResumable"/> may refuse a candidate checkpoint
+    /// <paramref name="attempts"/>' rejected ones). <paramref name="checkResumable"/> may refuse a candidate checkpoint
     /// (e.g. one of another kind of run) by throwing <see cref="ConfigError"/>. <paramref name="filesVerifiedWhileLoading"/>:
     /// the files the engine checks as it loads them, left out of the up-front check (default: a one-process engine's
     /// weights and optimizer state on one process; nothing on several ranks).
     /// </summary>
     public static RunStart Open(string runDir, int threads, ulong seed, TrainingWorld world, RunControls controls,
-        IReadOnlyDictionary<long, string> rejected, Action<string>? checkResumable = null, IReadOnlySet<string>? filesVerifiedWhileLoading = null)
+        RunAttempts attempts, Action<string>? checkResumable = null, IReadOnlySet<string>? filesVerifiedWhileLoading = null)
     {
-        var wall = Stopwatch.StartNew();
-        var startUtc = DateTime.UtcNow;
+        var rejected = attempts.Rejected;
         var log = controls.Log;
         torch.set_num_threads(world.IsDistributed ? world.Threads(threads) : threads > 0 ? threads : Environment.ProcessorCount);
         torch.manual_seed(unchecked((long)seed));
@@ -90,8 +101,10 @@ public sealed class RunStart
             if (resumeFrom != null)
             {
                 checkResumable?.Invoke(resumeFrom.Dir);
-                state = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(resumeFrom.Dir, CheckpointFiles.TrainerState)), TrainerStateJson.Default.TrainerState)
-                    ?? throw new InvalidDataException($"{resumeFrom.Dir}: empty {CheckpointFiles.TrainerState}");
+                string statePath = Path.Combine(resumeFrom.Dir, CheckpointFiles.TrainerState);
+                try { state = JsonSerializer.Deserialize(File.ReadAllText(statePath), TrainerStateJson.Default.TrainerState); }
+                catch (JsonException e) { throw new InvalidDataException($"{statePath} is not a readable trainer state (line {e.LineNumber + 1}, {e.Path})", e); }
+                if (state is null) throw new InvalidDataException($"{resumeFrom.Dir}: empty {CheckpointFiles.TrainerState}");
                 log.Information("Resuming from {Checkpoint} (step {Step}, {Tokens:N0} tokens){Fallback}", resumeFrom.Dir, state.Step, state.Tokens,
                     skipped.Count > 0 ? $"; skipped {skipped.Count} newer incomplete checkpoint(s)" : "");
             }
@@ -99,7 +112,7 @@ public sealed class RunStart
         else if (existing.Count > 0)
             throw new ConfigError($"{runDir} already has checkpoints; resume (default) or choose another run_dir");
 
-        return new RunStart { World = world, Controls = controls, Store = store, ResumeFrom = resumeFrom, State = state, Wall = wall, StartUtc = startUtc };
+        return new RunStart { World = world, Controls = controls, Store = store, ResumeFrom = resumeFrom, State = state, Wall = attempts.Wall, StartUtc = attempts.StartUtc };
     }
 
     /// <summary>

@@ -57,8 +57,8 @@ public sealed class Trainer
 
     public TrainOutcome Run() => RunStart.RunWithFallback(RunOnce);
 
-    /// <summary>One attempt of <see cref="Run"/>; null when the checkpoint it resumed from failed its checksum while loading (added to <paramref name="rejected"/>).</summary>
-    TrainOutcome? RunOnce(Dictionary<long, string> rejected)
+    /// <summary>One attempt of <see cref="Run"/>; null when the checkpoint it resumed from failed its checksum while loading (added to <paramref name="attempts"/>' rejected set).</summary>
+    TrainOutcome? RunOnce(RunAttempts attempts)
     {
         var c = _config;
         var world = _options.World ?? TrainingWorld.Single();
@@ -71,7 +71,7 @@ public sealed class Trainer
         var start = RunStart.Open(c.RunDir, c.Threads, c.Seed, world, new RunControls
         {
             Log = _log, Resume = _options.Resume, TimeLimit = _options.TimeLimit, Signals = _options.Signals, Progress = _options.Progress, AfterStep = _options.AfterStep,
-        }, rejected, filesVerifiedWhileLoading: world.IsDistributed
+        }, attempts, filesVerifiedWhileLoading: world.IsDistributed
             // Each rank checks its own slice files as the sharded engine loads them (when saved on as many ranks).
             ? ShardedCheckpoint.FilesVerifiedWhileLoading(world.Size, ShardingStrategies.Parse(c.Parallel.Strategy))
             : OptimizerCheckpoint.FilesVerifiedWhileLoading);
@@ -115,7 +115,7 @@ public sealed class Trainer
             c.Optimizer.WeightDecay, c.Optimizer.GradClip, c.ActivationCheckpointing), world, c.Parallel.Strategy, singleRankComm, shardedMasters?.Source, device);
         if (resumeFrom != null)
         {
-            if (!start.TryLoadState(engine, rejected)) return null;
+            if (!start.TryLoadState(engine, attempts.Rejected)) return null;
         }
         else if (dtype != ScalarType.Float32 && engine is SingleProcessTrainStep single)
         {

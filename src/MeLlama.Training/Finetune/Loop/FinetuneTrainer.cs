@@ -37,15 +37,15 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
 
     public TrainOutcome Run() => RunStart.RunWithFallback(RunOnce);
 
-    /// <summary>One attempt of <see cref="Run"/>; null when its checkpoint failed its checksum while loading (added to <paramref name="rejected"/>).</summary>
-    TrainOutcome? RunOnce(Dictionary<long, string> rejected)
+    /// <summary>One attempt of <see cref="Run"/>; null when its checkpoint failed its checksum while loading (added to <paramref name="attempts"/>' rejected set).</summary>
+    TrainOutcome? RunOnce(RunAttempts attempts)
     {
         var c = config;
         var device = ModelFactory.ResolveDevice(c.Device);
         var dtype = ModelFactory.ComputeDtype(c.Precision);
 
         // ---- where to start
-        var start = RunStart.Open(c.RunDir, c.Threads, c.Seed, TrainingWorld.Single(), options, rejected, checkResumable: CheckCompatible);
+        var start = RunStart.Open(c.RunDir, c.Threads, c.Seed, TrainingWorld.Single(), options, attempts, checkResumable: CheckCompatible);
         var (resumeFrom, state) = (start.ResumeFrom, start.State);
 
         // ---- tokenizer, template, data
@@ -62,7 +62,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
             throw new ConfigError($"seq_len + 1 = {c.SeqLen + 1} exceeds the model's max_position_embeddings {mc.MaxPositionEmbeddings}");
         using var engine = new SftTrainStep(model, new TrainStepOptions(c.Optimizer.Beta1, c.Optimizer.Beta2, c.Optimizer.Eps,
             c.Optimizer.WeightDecay, c.Optimizer.GradClip, ActivationCheckpointing: false));
-        if (resumeFrom != null && !start.TryLoadState(engine, rejected)) return null;
+        if (resumeFrom != null && !start.TryLoadState(engine, attempts.Rejected)) return null;
         long trainable = model.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         long totalSteps = TotalSteps(c, train.Rows.Count);
         long rowsPerStep = (long)c.MicroBatch * c.GradAccum;
