@@ -157,6 +157,12 @@ public static class ShardedCheckpoint
             ]);
             return;
         }
+        // A sharded strategy on as many ranks as saved: FilesVerifiedWhileLoading named this rank's files, so the store's check left them
+        // to the load: if the layouts still differ (not one whole file per rank), check them here before re-slicing.
+        if (meta.WorldSize == world && units.All(u => u.OwnedNumel == u.Layout.ShardNumel) && CheckpointStore.ManifestFiles(dir) is { } listed)
+            foreach (var own in new[] { ModelShardFile(rank, world), OptimizerShardFile(rank, world) })
+                if (listed.TryGetValue(own, out var entry) && File.Exists(Path.Combine(dir, own)) && entry.Verify(own, Path.Combine(dir, own)) is { } problem)
+                    throw new CheckpointCorruptException(dir, problem);
         using var model = ShardSet.Open(dir, meta, optimizer: false);
         using var optim = ShardSet.Open(dir, meta, optimizer: true);
         using var _ = no_grad();
