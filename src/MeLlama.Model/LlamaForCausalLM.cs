@@ -71,7 +71,9 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var generator = new Generator((ulong)seed, Device);
+        // A CPU generator whatever the model's device: TorchSharp 0.107 creates only CPU generators (its device
+        // argument is ignored), and drawing on the host makes a CUDA-built model bit-identical to a CPU-built one.
+        var generator = new Generator((ulong)seed);
         foreach (var (name, parameter) in named_parameters()) InitializeParameter(name, parameter, Config.InitializerRange, generator);
     }
 
@@ -79,13 +81,20 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     /// The rule of <see cref="InitializeWeights"/> for one parameter: norms 1, everything else normal(0, std) drawn
     /// from <paramref name="generator"/>. Exposed so that a sharded engine can initialise a model parameter by
     /// parameter (in <c>named_parameters()</c> order, one generator seeded as here, each drawn into a tensor of the
-    /// parameter's shape, dtype and device) and get exactly the values a full-size model gets.
+    /// parameter's shape, dtype and device) and get exactly the values a full-size model gets. <paramref name="generator"/>
+    /// is a CPU generator; a parameter elsewhere (CUDA) is drawn on the host in its dtype and copied over, so the values
+    /// do not depend on the device.
     /// </summary>
     public static void InitializeParameter(string name, Tensor parameter, double std, Generator generator)
     {
         using var noGrad = no_grad();
         if (name.EndsWith("norm.weight", StringComparison.Ordinal)) parameter.fill_(1.0);
-        else parameter.normal_(0.0, std, generator);
+        else if (parameter.device_type == DeviceType.CPU) parameter.normal_(0.0, std, generator);
+        else
+        {
+            using var host = empty(parameter.shape, parameter.dtype, CPU).normal_(0.0, std, generator);
+            parameter.copy_(host);
+        }
     }
 
     /// <summary>

@@ -78,7 +78,7 @@ public sealed class RandomInitMasterSource : IMasterSource
         // The draw order is the model's parameter order; a shape-only model gives it without memory.
         using var shapes = new LlamaForCausalLM(config, META, ScalarType.Float32, initialize: false);
         _order = shapes.named_parameters().Select(p => (p.name, p.parameter.shape)).ToList();
-        _generator = new Generator((ulong)seed, device);
+        _generator = new Generator((ulong)seed); // CPU, as LlamaForCausalLM.InitializeWeights
     }
 
     /// <summary>Largest temporary (one full-size fp32 parameter) this source allocated, in bytes.</summary>

@@ -57,10 +57,13 @@ public sealed class LoraLayer : IDisposable
 
     // Inverted dropout drawn from the adapter's own generator rather than torch's process-wide one: the trainer
     // reseeds it every step, so a resumed run draws the same masks as an uninterrupted one, and nothing else in the
-    // process (another model, another thread) can shift the stream.
+    // process (another model, another thread) can shift the stream. TorchSharp's generators are CPU-only, so on CUDA
+    // the mask comes from the device's default generator, which LoraModel.ReseedDropout reseeds the same way.
     Tensor Dropout(Tensor input)
     {
-        using var keep = empty_like(input).bernoulli_(1 - _dropout, _dropoutGenerator);
+        using var keep = input.device_type == DeviceType.CPU
+            ? empty_like(input).bernoulli_(1 - _dropout, _dropoutGenerator)
+            : empty_like(input).bernoulli_(1 - _dropout);
         return input * keep / (1 - _dropout);
     }
 

@@ -37,6 +37,8 @@ public sealed class LoraModel : IDisposable
     {
         ulong mixed = unchecked(seed * 0x9E3779B97F4A7C15UL + (ulong)step * 0xBF58476D1CE4E5B9UL + 0x94D049BB133111EBUL);
         DropoutGenerator.manual_seed((long)(mixed >> 1));
+        // On CUDA the masks come from the device's default generator (LoraLayer.Dropout), reseeded the same way.
+        if (Model.Device.type == DeviceType.CUDA) torch.cuda.manual_seed_all((long)(mixed >> 1));
     }
 
     /// <summary>Freezes <paramref name="model"/> and attaches fresh adapters (A drawn from <paramref name="seed"/>).</summary>
@@ -48,7 +50,7 @@ public sealed class LoraModel : IDisposable
         foreach (var p in model.parameters()) p.requires_grad = false;
         var lora = new LoraModel(model, config);
         var generator = new Generator((ulong)seed, CPU);
-        lora.DropoutGenerator = new Generator((ulong)seed, model.Device);
+        lora.DropoutGenerator = new Generator((ulong)seed);
         foreach (var layer in model.Layers)
         {
             string prefix = $"model.layers.{layer.LayerIndex}.";
