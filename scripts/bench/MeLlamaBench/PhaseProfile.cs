@@ -17,7 +17,7 @@ static class PhaseProfile
     public static Dictionary<string, object> Run(LlamaForCausalLM model, SingleProcessTrainStep _, Tensor[] batches, Device device, TrainStepOptions options, int steps)
     {
         using var optimizer = new MasterAdamW(model.named_parameters().Select(p => (p.name, p.parameter)), options.Beta1, options.Beta2, options.Eps, options.WeightDecay);
-        var phases = new[] { "zero_grad", "forward", "loss", "backward", "grad_norm", "adamw" };
+        var phases = new[] { "zero_grad", "forward", "loss", "backward", "accumulate", "grad_norm", "adamw" };
         var samples = phases.ToDictionary(p => p, _ => new List<double>());
         var cpuSamples = phases.ToDictionary(p => p, _ => new List<double>());
         for (int i = 0; i < steps + 1; i++)
@@ -54,6 +54,7 @@ static class PhaseProfile
                 Mark("backward");
             }
             optimizer.AccumulateMicroBatchGradients();
+            Mark("accumulate");
             double norm = optimizer.GradNorm();
             Mark("grad_norm");
             optimizer.Step(3e-4, gradScale: norm > options.GradClip ? options.GradClip / (norm + 1e-6) : 1.0);

@@ -6,8 +6,9 @@ using static TorchSharp.torch;
 
 namespace MeLlama.Training.Engine;
 
-/// <summary>Options of the single-device step.</summary>
-public sealed record TrainStepOptions(double Beta1, double Beta2, double Eps, double WeightDecay, double GradClip, bool ActivationCheckpointing);
+/// <summary>Options of a training step. <paramref name="Kernel"/>: how AdamW runs (Auto picks per device; tests force one).</summary>
+public sealed record TrainStepOptions(double Beta1, double Beta2, double Eps, double WeightDecay, double GradClip, bool ActivationCheckpointing,
+    AdamWKernel Kernel = AdamWKernel.Auto);
 
 /// <summary>
 /// Forward, loss, backward, accumulation and AdamW on one device. The model holds compute weights (fp32 or bf16);
@@ -27,7 +28,7 @@ public sealed class SingleProcessTrainStep : ITrainStep
         _model = model;
         _options = options;
         _model.train();
-        _optimizer = new MasterAdamW(model.named_parameters().Select(p => (p.name, p.parameter)), options.Beta1, options.Beta2, options.Eps, options.WeightDecay);
+        _optimizer = new MasterAdamW(model.named_parameters().Select(p => (p.name, p.parameter)), options.Beta1, options.Beta2, options.Eps, options.WeightDecay, options.Kernel);
     }
 
     public LlamaForCausalLM Model => _model;

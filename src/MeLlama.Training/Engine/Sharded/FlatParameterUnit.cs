@@ -291,16 +291,26 @@ public sealed class FlatParameterUnit : IDisposable
     }
 
     /// <summary>Sum of squared gradient elements this rank owns: a 0-d fp64 tensor on the unit's device (no host sync).</summary>
-    public Tensor GradSquares() => Grad.to(ScalarType.Float64).square().sum();
+    public Tensor GradSquares() => Grad.device_type == DeviceType.CPU
+        ? Grad.to(ScalarType.Float64).square().sum()
+        : Grad.norm().to(ScalarType.Float64).square(); // one read of the fp32 gradient, no float64 copy (GPU memory traffic)
 
     /// <summary>
     /// AdamW on what this rank owns, with the same operations as <see cref="Optim.MasterAdamW.Step"/> element by
-    /// element; weight decay only on the parts that belong to matrices.
+    /// element; weight decay only on the parts that belong to matrices. Gradients are multiplied by
+    /// <paramref name="gradScale"/> (clipping) first. With <paramref name="fused"/>, one multi-tensor kernel call per
+    /// decay group over views of the owned segments; otherwise separate torch ops over the whole shard.
     /// </summary>
-    public void AdamW(double lr, double beta1, double beta2, double eps, double weightDecay, long step)
+    public void AdamW(double lr, double beta1, double beta2, double eps, double weightDecay, long step, double gradScale, Optim.TorchFusedAdamW? fused)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
+        if (fused is not null)
+        {
+            FusedAdamW(fused, lr, beta1, beta2, eps, weightDecay, step, gradScale);
+            return;
+        }
+        if (gradScale != 1.0) Grad.mul_(gradScale);
         double bc1 = 1 - Math.Pow(beta1, step), bc2 = 1 - Math.Pow(beta2, step);
         if (weightDecay > 0)
         {
@@ -315,6 +325,24 @@ public sealed class FlatParameterUnit : IDisposable
         ExpAvgSq.mul_(beta2).addcmul_(Grad, Grad, value: 1 - beta2);
         var denom = ExpAvgSq.sqrt().div_(Math.Sqrt(bc2)).add_(eps);
         Master.addcdiv_(ExpAvg, denom, value: -lr / bc1);
+    }
+
+    void FusedAdamW(Optim.TorchFusedAdamW fused, double lr, double beta1, double beta2, double eps, double weightDecay, long step, double gradScale)
+    {
+        long lo = OwnedOffset, hi = lo + OwnedNumel;
+        var groups = new[] { true, false }.ToDictionary(d => d, _ => (M: new List<Tensor>(), G: new List<Tensor>(), A: new List<Tensor>(), V: new List<Tensor>()));
+        foreach (var s in _slots)
+        {
+            long a = Math.Max(lo, s.Segment.Offset), b = Math.Min(hi, s.Segment.Offset + s.Segment.Numel);
+            if (a >= b) continue;
+            var g = groups[s.Decay && weightDecay > 0];
+            g.M.Add(Master.narrow(0, a - lo, b - a));
+            g.G.Add(Grad.narrow(0, a - lo, b - a));
+            g.A.Add(ExpAvg.narrow(0, a - lo, b - a));
+            g.V.Add(ExpAvgSq.narrow(0, a - lo, b - a));
+        }
+        foreach (var (decay, g) in groups)
+            fused.Step(g.M, g.G, g.A, g.V, lr, beta1, beta2, eps, decay ? weightDecay : 0, step, gradScale);
     }
 
     public void Dispose()

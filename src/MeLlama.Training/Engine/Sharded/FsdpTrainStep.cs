@@ -1,6 +1,7 @@
 using MeLlama.Distributed;
 using MeLlama.Model;
 using MeLlama.Training.Checkpointing;
+using MeLlama.Training.Optim;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -53,6 +54,8 @@ public sealed class FsdpTrainStep : ITrainStep
     readonly FlatParameterUnit _head;
     /// <summary>The communication thread when prefetching; null: collectives run synchronously on the caller's thread.</summary>
     readonly CommWorker? _worker;
+    /// <summary>libtorch's multi-tensor AdamW, used off the CPU (or when the options ask for it); null: separate ops.</summary>
+    readonly TorchFusedAdamW? _fusedAdamW;
     /// <summary>The all-gather queued for the unit that is used next (prefetch only).</summary>
     FlatParameterUnit.PendingGather? _ahead;
 
@@ -75,6 +78,9 @@ public sealed class FsdpTrainStep : ITrainStep
         Tied = model.LmHead is null;
         _comm = comm;
         _options = options;
+        var computeType = model.Device.type == DeviceType.META ? device?.type : model.Device.type;
+        bool fused = options.Kernel == AdamWKernel.TorchFused || (options.Kernel == AdamWKernel.Auto && computeType is not (null or DeviceType.CPU));
+        _fusedAdamW = fused ? TorchFusedAdamW.TryCreate() : null;
         Strategy = strategy;
         _model.train();
         var shapes = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape);
@@ -214,10 +220,9 @@ public sealed class FsdpTrainStep : ITrainStep
             ? localSquares // every rank holds the whole (already summed) gradient
             : AllReduceSum(localSquares));
         if (!double.IsFinite(norm)) return new StepResult(meanLoss, norm, Skipped: true, tokens);
-        if (_options.GradClip > 0 && norm > _options.GradClip)
-            foreach (var u in Units) u.Grad.mul_(_options.GradClip / (norm + 1e-6));
+        double clip = _options.GradClip > 0 && norm > _options.GradClip ? _options.GradClip / (norm + 1e-6) : 1.0;
         OptimizerSteps++;
-        foreach (var u in Units) u.AdamW(lr, _options.Beta1, _options.Beta2, _options.Eps, _options.WeightDecay, OptimizerSteps);
+        foreach (var u in Units) u.AdamW(lr, _options.Beta1, _options.Beta2, _options.Eps, _options.WeightDecay, OptimizerSteps, clip, _fusedAdamW);
         if (!GatherPerUse)
             foreach (var u in Units) u.Gather(); // ZeRO-2 / no-shard: the updated parameters, once per step
         return new StepResult(meanLoss, norm, Skipped: false, tokens);
@@ -400,5 +405,6 @@ public sealed class FsdpTrainStep : ITrainStep
             if (!_worker.Shutdown(limit)) return;
         }
         foreach (var u in Units) u.Dispose();
+        _fusedAdamW?.Dispose();
     }
 }

@@ -26,7 +26,7 @@ public sealed class SftTrainStep : ITrainStep
         _model = model;
         _options = options;
         _model.train();
-        _optimizer = new MasterAdamW(model.named_parameters().Select(p => (p.name, p.parameter)), options.Beta1, options.Beta2, options.Eps, options.WeightDecay);
+        _optimizer = new MasterAdamW(model.named_parameters().Select(p => (p.name, p.parameter)), options.Beta1, options.Beta2, options.Eps, options.WeightDecay, options.Kernel);
         if (!_optimizer.ParameterNames.Any()) throw new InvalidOperationException("no parameter requires gradients: nothing to train");
     }
 
