@@ -10,6 +10,8 @@
 #   MFU target: LLaMA-2 13B layers d=5120, 40 heads, SwiGLU 13824, × 4 layers, vocab 32000) defaults to 4×2048.
 #   --cpu-smoke: no GPU here; run the same commands on the CPU in bf16 with the tiny shape (checks the script and
 #   the bf16 code paths, measures nothing meaningful).
+#   MELLAMA_BENCH_DLL=/path/MeLlamaBench.dll: use a MeLlamaBench built elsewhere (a GPU host without the .NET SDK:
+#   publish it with -p:TorchBackend=cuda -p:LibTorchSource=external and source scripts/gpu/external-libtorch.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -50,10 +52,14 @@ fi
 SHAPE_ARGS=(--shape "$SHAPE" --hidden "$D" --layers "$L" --heads "$H" --ffn "$FF" --vocab "$V" --batch "$BATCH" --seq "$SEQ")
 
 # A separate configuration keeps the CUDA build (libtorch-cuda natives) apart from run.sh's CPU build.
-CONFIG=Release; [ "$BACKEND" = cuda ] && CONFIG=ReleaseCuda
-echo "gpu.sh: building MeLlamaBench (-c $CONFIG -p:TorchBackend=$BACKEND)" >&2
-dotnet build scripts/bench/MeLlamaBench -c "$CONFIG" -p:Optimize=true -p:TorchBackend="$BACKEND" -v q -nologo >&2
-BENCH=(dotnet "$ROOT/scripts/bench/MeLlamaBench/bin/$CONFIG/net10.0/MeLlamaBench.dll")
+if [ -n "${MELLAMA_BENCH_DLL:-}" ]; then
+  BENCH=("${DOTNET:-dotnet}" "$MELLAMA_BENCH_DLL")
+else
+  CONFIG=Release; [ "$BACKEND" = cuda ] && CONFIG=ReleaseCuda
+  echo "gpu.sh: building MeLlamaBench (-c $CONFIG -p:TorchBackend=$BACKEND)" >&2
+  dotnet build scripts/bench/MeLlamaBench -c "$CONFIG" -p:Optimize=true -p:TorchBackend="$BACKEND" -v q -nologo >&2
+  BENCH=(dotnet "$ROOT/scripts/bench/MeLlamaBench/bin/$CONFIG/net10.0/MeLlamaBench.dll")
+fi
 
 STAMP=$(date +%Y-%m-%d-%H%M%S)
 HOST=$(hostname -s 2>/dev/null || hostname)
@@ -86,7 +92,7 @@ osname = next((l.split("=", 1)[1].strip().strip('"') for l in open("/etc/os-rele
 machine = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(), "cpu_model": cpu,
            "cores": os.cpu_count(), "memory_gib": round(mem, 1), "os": osname, "kernel": platform.release(),
            "gpu": sh("nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1") or "none",
-           "dotnet": sh("dotnet --version"), "git": sh("git rev-parse --short HEAD"), "load_start": load_start, "load_end": load_end,
+           "dotnet": sh("${DOTNET:-dotnet} --list-runtimes | grep NETCore | tail -1"), "git": sh("git rev-parse --short HEAD"), "load_start": load_start, "load_end": load_end,
            "command": command, "load_before": dict(l.rstrip("\n").split("\t") for l in open(os.path.join(parts, ".loads")) if "\t" in l)}
 json.dump(machine, open(os.path.join(parts, "machine.json"), "w"), indent=2)
 skipped = dict(l.rstrip("\n").split("\t", 1) for l in open(os.path.join(parts, ".skipped")) if "\t" in l)

@@ -8,7 +8,9 @@
 #   3. failure handling: one rank crashes mid-run, the others must exit non-zero naming it, quickly.
 # Needs: the NVIDIA driver (libcuda.so.1), NCCL 2.x as libnccl.so.2 on the loader path (apt package libnccl2,
 # or pip's nvidia-nccl-cu12: MELLAMA_NCCL_LIBRARY=.../site-packages/nvidia/nccl/lib/libnccl.so.2), and a CUDA
-# build of mellama (built here if missing; that needs the TorchSharp-cuda-linux package from NuGet).
+# build of mellama (built here if missing; that needs the TorchSharp-cuda-linux package from NuGet; or publish with
+# -p:LibTorchSource=external, set MELLAMA, and `source scripts/gpu/external-libtorch.sh` to use the host's PyTorch).
+# Ran on an H200 on 2026-11-26 (one GPU: check 1 only): every collective and dtype passed.
 #
 #   bash scripts/gpu/nccl_smoke.sh            # exit 0 when all checks pass
 set -euo pipefail
