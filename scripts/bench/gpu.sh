@@ -13,6 +13,7 @@
 #   MELLAMA_BENCH_DLL=/path/MeLlamaBench.dll: use a MeLlamaBench built elsewhere (a GPU host without the .NET SDK:
 #   publish it with -p:TorchBackend=cuda -p:LibTorchSource=external and source scripts/gpu/external-libtorch.sh).
 set -euo pipefail
+[ -n "${MELLAMA_BENCH_DLL:-}" ] && MELLAMA_BENCH_DLL=$(realpath -m "$MELLAMA_BENCH_DLL")   # relative to the caller
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 SHAPE=130m BATCH= SEQ= STEPS=10 WARMUP=3 SMOKE=0
@@ -92,7 +93,7 @@ osname = next((l.split("=", 1)[1].strip().strip('"') for l in open("/etc/os-rele
 machine = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(), "cpu_model": cpu,
            "cores": os.cpu_count(), "memory_gib": round(mem, 1), "os": osname, "kernel": platform.release(),
            "gpu": sh("nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1") or "none",
-           "dotnet": sh("${DOTNET:-dotnet} --list-runtimes | grep NETCore | tail -1"), "git": sh("git rev-parse --short HEAD"), "load_start": load_start, "load_end": load_end,
+           "dotnet": sh("${DOTNET:-dotnet} --list-runtimes | grep NETCore | tail -1"), "git": sh("git describe --always --dirty 2>/dev/null") or os.environ.get("MELLAMA_GIT", "?"), "load_start": load_start, "load_end": load_end,
            "command": command, "load_before": dict(l.rstrip("\n").split("\t") for l in open(os.path.join(parts, ".loads")) if "\t" in l)}
 json.dump(machine, open(os.path.join(parts, "machine.json"), "w"), indent=2)
 skipped = dict(l.rstrip("\n").split("\t", 1) for l in open(os.path.join(parts, ".skipped")) if "\t" in l)

@@ -69,7 +69,7 @@ def main():
                     f"{k} {v:.3f}/{tm['phases']['cpu_seconds'][k]:.3f}" for k, v in tm["phases"]["wall_seconds"].items()))
         md.append("")
         md.append("FLOPs per token = 6·(matmul parameters, i.e. all but the input embedding and norm gains) + 12·layers·d·seq (PaLM appendix B), the same formula for both. "
-                  f"MFU = achieved / best trial of a {(tm or tt or {}).get('peak_before', {}).get('matmul_size', '?')}² matmul timed in the same process before and after the steps. "
+                  f"MFU = achieved / best trial of {(tm or tt or {}).get('peak_before', {}).get('matmul_size', '?')}² matmuls timed in the same process before and after the steps. "
                   "MFU by CPU time = (FLOPs per CPU-second of the steps) / (matmul FLOPs per CPU-second): steadier than wall time when other work shares the machine; "
                   "exact with one thread, an understatement with several (threads waiting at a barrier count as busy).")
         md.append("")

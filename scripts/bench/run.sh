@@ -10,7 +10,9 @@
 # Writes scripts/bench/results/<date>-<host>-<shape>[-<parts>][-N].json and .md and prints the Markdown table.
 #
 # usage: scripts/bench/run.sh [--shape 130m|small|tiny] [--steps N] [--warmup N] [--quick] [--only train,tokenize,checkpoint]
-#                             [--threads N] [--no-install] [--phases] [--omp-passive]
+#                             [--threads N] [--no-install] [--repeats N] [--phases] [--omp-passive]
+#   --repeats N: disk and checkpoint measurements are the best of N (default 3).
+#   MELLAMA_BENCH_DLL=/path/MeLlamaBench.dll (+ DOTNET=/path/dotnet): use a MeLlamaBench built elsewhere.
 #   --quick: small shape, fewer steps, smaller disk test (a couple of minutes on 2 cores).
 #   --omp-passive: OMP_WAIT_POLICY=PASSIVE for both implementations. On a machine shared with other busy processes,
 #     OpenMP threads spinning at barriers while their partner is descheduled can make multi-threaded steps several
@@ -29,6 +31,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
+    --repeats) REPEATS=$2; shift 2 ;;
     --phases) PHASES=1; shift ;;
     --omp-passive) export OMP_WAIT_POLICY=PASSIVE; shift ;;
     --quick) SHAPE=small; STEPS=3; WARMUP=1; DISK_MB=256; SECONDS_TOK=1; REPEATS=2; shift ;;
@@ -82,9 +85,13 @@ HAVE_TORCH=0; $PY -c 'import torch' 2>/dev/null && HAVE_TORCH=1
 HAVE_SPM=0; $PY -c 'import sentencepiece' 2>/dev/null && HAVE_SPM=1
 
 # --- build MeLlama's side ------------------------------------------------------------------------------------
-echo "run.sh: building scripts/bench/MeLlamaBench (Release)" >&2
-dotnet build scripts/bench/MeLlamaBench -c Release -v q -nologo >&2
-BENCH=(dotnet "$ROOT/scripts/bench/MeLlamaBench/bin/Release/net10.0/MeLlamaBench.dll")
+if [ -n "${MELLAMA_BENCH_DLL:-}" ]; then   # built elsewhere (a host without the .NET SDK; see gpu.sh)
+  BENCH=("${DOTNET:-dotnet}" "$MELLAMA_BENCH_DLL")
+else
+  echo "run.sh: building scripts/bench/MeLlamaBench (Release)" >&2
+  dotnet build scripts/bench/MeLlamaBench -c Release -v q -nologo >&2
+  BENCH=(dotnet "$ROOT/scripts/bench/MeLlamaBench/bin/Release/net10.0/MeLlamaBench.dll")
+fi
 THREAD_ARG=(); [ "$THREADS" -gt 0 ] && THREAD_ARG=(--threads "$THREADS")
 
 # --- 1. training step ----------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ namespace MeLlama.Training.Optim;
 /// <summary>How <see cref="MasterAdamW"/> computes the update and the gradient norm.</summary>
 public enum AdamWKernel
 {
-    /// <summary><see cref="CpuSimd"/> for fp32 CPU tensors, else <see cref="TorchFused"/> where libtorch has it, else <see cref="TorchOps"/>.</summary>
+    /// <summary>
+    /// <see cref="CpuSimd"/> when every parameter's master and moments are fp32 contiguous CPU tensors, else
+    /// <see cref="TorchFused"/> where libtorch has it, else <see cref="TorchOps"/> (one choice for the whole optimizer).
+    /// </summary>
     Auto,
     /// <summary>Our single-pass SIMD loops (<see cref="CpuFusedKernels"/>); fp32 contiguous CPU tensors only.</summary>
     CpuSimd,
@@ -143,7 +146,9 @@ public sealed class MasterAdamW : IDisposable
 
     /// <summary>
     /// One AdamW update with learning rate <paramref name="lr"/> from the accumulated gradients, each multiplied by
-    /// <paramref name="gradScale"/> first (gradient clipping folded into the update; the gradients are not changed).
+    /// <paramref name="gradScale"/> first (gradient clipping folded into the update). The gradients are left unchanged
+    /// by CpuSimd and TorchOps; TorchFused writes the scaled gradients back (libtorch's kernel does). A parameter with
+    /// no gradient this step is not touched (no decay, no moment update), as in torch.optim.
     /// </summary>
     public void Step(double lr, double gradScale = 1.0)
     {

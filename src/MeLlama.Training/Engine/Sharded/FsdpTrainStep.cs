@@ -78,9 +78,6 @@ public sealed class FsdpTrainStep : ITrainStep
         Tied = model.LmHead is null;
         _comm = comm;
         _options = options;
-        var computeType = model.Device.type == DeviceType.META ? device?.type : model.Device.type;
-        bool fused = options.Kernel == AdamWKernel.TorchFused || (options.Kernel == AdamWKernel.Auto && computeType is not (null or DeviceType.CPU));
-        _fusedAdamW = fused ? TorchFusedAdamW.TryCreate() : null;
         Strategy = strategy;
         _model.train();
         var shapes = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape);
@@ -115,6 +112,9 @@ public sealed class FsdpTrainStep : ITrainStep
             foreach (var u in Units) comm.Broadcast(u.Master, root: 0); // rank 0's initial weights are everyone's, as in DDP
         if (strategy != ShardingStrategy.FullShard)
             foreach (var u in Units) u.Gather();
+        // After every check that can throw (the compiled kernel is not freed by TorchSharp's Dispose; see TorchFusedAdamW).
+        bool fused = options.Kernel == AdamWKernel.TorchFused || (options.Kernel == AdamWKernel.Auto && computeDevice.type != DeviceType.CPU);
+        _fusedAdamW = fused ? TorchFusedAdamW.TryCreate() : null;
         // Started last: the constructor's own collectives above ran on this thread with no worker to race.
         if (prefetch ?? canPrefetch) _worker = new CommWorker($"fsdp-comm-rank-{comm.Rank}", CudaThreadDevice.BinderFor(computeDevice));
     }
