@@ -209,7 +209,7 @@ machine = {
     "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(), "cpu_model": cpu,
     "cores": os.cpu_count(), "memory_gib": round(mem, 1), "os": osname, "kernel": platform.release(),
     "gpu": sh("nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1") or "none",
-    "dotnet": sh("dotnet --version"), "git": sh("git rev-parse --short HEAD") + (" (dirty)" if sh("git status --porcelain --untracked-files=no") else ""),
+    "dotnet": sh("${DOTNET:-dotnet} --version") or sh("${DOTNET:-dotnet} --list-runtimes | grep NETCore | tail -1"), "git": sh("git rev-parse --short HEAD") + (" (dirty)" if sh("git status --porcelain --untracked-files=no") else ""),
     "python": platform.python_version(),
     "torch": sh("/usr/bin/python3 -c 'import torch; print(torch.__version__)'") if have_torch == "1" else None,
     "load_start": load_start, "load_end": load_end, "command": command,
