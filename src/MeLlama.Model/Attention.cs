@@ -61,7 +61,11 @@ public sealed class LlamaAttention : nn.Module<Tensor, RotaryTables, Tensor>
         k = RepeatKv(k);
         v = RepeatKv(v);
 
-        var attended = past == 0
+        // Left-padded batches (generation of prompts of different lengths) carry their own mask in the cache.
+        var paddingMask = cache?.AttentionMask(past, t, x.device);
+        var attended = paddingMask is not null
+            ? nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: paddingMask)
+            : past == 0
             ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: t > 1)
             : nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: t > 1 ? CausalMaskAfter(past, t, x.device) : null);
 
