@@ -52,4 +52,23 @@ public class StreamingTextDecoderTests
         Assert.Equal(tok.Decode(ids), streamed + decoder.Flush());
         Assert.False(decoder.Stopped);
     }
+
+    /// <summary>
+    /// A word piece right after a byte-fallback piece keeps its space: ids 69 (byte 0x42, "B") then 22474 ("▁DLL")
+    /// decode to "…B DLL"; a decoder that re-decoded only a window starting at the byte piece printed "BDLL".
+    /// </summary>
+    [SkippableFact]
+    public void AWordPieceAfterAByteFallbackPieceKeepsItsSpace()
+    {
+        var tok = TestModels.LlamaTokenizer();
+        int[][] sequences = [[16751, 69, 22474, 11460], [6154, 69, 22474], [69, 69, 22474, 338]];
+        foreach (var ids in sequences)
+        {
+            var decoder = new StreamingTextDecoder(tok);
+            string streamed = string.Concat(ids.Select(decoder.Push)) + decoder.Flush();
+            Assert.Equal(tok.Decode(ids), streamed);
+            Assert.Equal(tok.Decode(ids), decoder.Text);
+        }
+        Assert.Contains("B DLL", tok.Decode([16751, 69, 22474]));
+    }
 }

@@ -21,18 +21,19 @@ public static class GenerateCommand
         var input = new Option<string?>("--input", "-i") { Description = "JSONL batch: each record's \"prompt\", \"instruction\"(+\"input\"), \"messages\" or \"conversations\" is answered" };
         var output = new Option<string?>("--output", "-o") { Description = "With --input: write the records with a \"completion\" field here (atomically); default stdout" };
         var benchmark = new Option<bool>("--benchmark") { Description = "Measure generation speed (tokens/s) with and without the KV cache for --prompt" };
+        var batchSize = new Option<int>("--batch-size") { Description = "With --input: records generated together in one batch (left-padded; each gets what it would alone, up to float rounding)", DefaultValueFactory = _ => 8 };
         var command = new Command("generate",
             "Generate text with a model folder: KV cache, greedy or temperature/top-k/top-p sampling, repetition penalty, stop at EOS or stop strings. " +
             "With --prompt the text streams to stdout; with --input each JSONL record gets a \"completion\". Exit codes: 0 ok, 1 failure, 2 bad input.")
         {
-            prompt, input, output, benchmark,
+            prompt, input, output, benchmark, batchSize,
         };
         shared.AddTo(command);
-        command.SetAction((parse, cancel) => Task.FromResult(Run(parse, shared, parse.GetValue(prompt), parse.GetValue(input), parse.GetValue(output), parse.GetValue(benchmark), cancel)));
+        command.SetAction((parse, cancel) => Task.FromResult(Run(parse, shared, parse.GetValue(prompt), parse.GetValue(input), parse.GetValue(output), parse.GetValue(benchmark), parse.GetValue(batchSize), cancel)));
         return command;
     }
 
-    static int Run(ParseResult parse, GenerationCliOptions shared, string? prompt, string? input, string? output, bool benchmark, CancellationToken cancel)
+    static int Run(ParseResult parse, GenerationCliOptions shared, string? prompt, string? input, string? output, bool benchmark, int batchSize, CancellationToken cancel)
     {
         using var log = LogSetup.Create(GlobalOptions.LogOptions(parse));
         if ((prompt is null) == (input is null))
@@ -43,6 +44,11 @@ public static class GenerateCommand
         if (output is not null && input is null)
         {
             log.Error("--output goes with --input (a --prompt's text goes to stdout)");
+            return 2;
+        }
+        if (batchSize < 1)
+        {
+            log.Error("--batch-size must be >= 1 (got {BatchSize})", batchSize);
             return 2;
         }
         if (benchmark && prompt is null)
@@ -61,7 +67,7 @@ public static class GenerateCommand
                 parse.GetValue(shared.Model), folder.Model.Config.ParameterCount(), folder.Model.Device.ToString(), template.Id, folder.Tokenizer.Name);
 
             using var ctrlC = CancelOnCtrlC(cancel, out var token);
-            if (items is not null) return RunBatch(items, generator, template, options, output, log, token);
+            if (items is not null) return RunBatch(items, generator, template, options, output, batchSize, log, token);
 
             var messages = shared.Messages(parse, prompt!);
             int[] ids = ChatEncoder.EncodePrompt(template, folder.Tokenizer, messages);
@@ -79,7 +85,7 @@ public static class GenerateCommand
         }
     }
 
-    static int RunBatch(List<BatchGeneration.Item> items, TextGenerator generator, IChatTemplate template, GenerationOptions options, string? output, ILogger log, CancellationToken token)
+    static int RunBatch(List<BatchGeneration.Item> items, TextGenerator generator, IChatTemplate template, GenerationOptions options, string? output, int batchSize, ILogger log, CancellationToken token)
     {
         var progress = System.Diagnostics.Stopwatch.StartNew();
         void OnRecord(int done, GenerationResult _)
@@ -91,7 +97,7 @@ public static class GenerateCommand
         BatchSummary summary;
         if (output is null)
         {
-            summary = BatchGeneration.Run(items, generator, template, options, Console.Out, OnRecord, token);
+            summary = BatchGeneration.Run(items, generator, template, options, Console.Out, OnRecord, token, batchSize);
         }
         else
         {
@@ -99,7 +105,7 @@ public static class GenerateCommand
             AtomicFile.Write(output, stream =>
             {
                 using var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true);
-                summary = BatchGeneration.Run(items, generator, template, options, writer, OnRecord, token);
+                summary = BatchGeneration.Run(items, generator, template, options, writer, OnRecord, token, batchSize);
                 if (summary.Records < items.Count) throw new OperationCanceledException($"interrupted after {summary.Records} of {items.Count} records; {output} was not written");
             });
         }

@@ -5,8 +5,9 @@ namespace MeLlama.Evaluation.Models;
 
 /// <summary>
 /// <see cref="ITextGenerator"/> over the inference component's KV-cache generator (greedy, stop at EOS and at
-/// the request's stop strings). One prompt at a time, as that generator does. A prompt too long for the
-/// context keeps BOS and its last tokens, leaving room for the answer.
+/// the request's stop strings). The requests of one call (the harness's batch) that share a budget and stop strings
+/// run as one left-padded batch (<see cref="TextGenerator.GenerateBatch"/>). A prompt too long for the context keeps
+/// BOS and its last tokens, leaving room for the answer.
 /// </summary>
 public sealed class KvCacheTextGenerator(TextGenerator generator, string fingerprint) : ITextGenerator
 {
@@ -15,12 +16,17 @@ public sealed class KvCacheTextGenerator(TextGenerator generator, string fingerp
     public IReadOnlyList<string> Generate(IReadOnlyList<GenerationRequest> requests)
     {
         var results = new string[requests.Count];
-        for (int i = 0; i < requests.Count; i++)
+        var groups = Enumerable.Range(0, requests.Count)
+            .GroupBy(i => (requests[i].MaxNewTokens, Stops: string.Join("\u0000", requests[i].StopSequences.Where(s => s.Length > 0))));
+        foreach (var group in groups)
         {
-            var r = requests[i];
-            int[] prompt = Fit(generator.Tokenizer, generator.Tokenizer.Encode(r.Prompt, addBos: true), generator.ContextLength - Math.Max(1, r.MaxNewTokens));
-            var options = new GenerationOptions { MaxNewTokens = r.MaxNewTokens, Temperature = 0, StopStrings = r.StopSequences.Where(s => s.Length > 0).ToList() };
-            results[i] = generator.Generate(prompt, options).Text;
+            var first = requests[group.First()];
+            var options = new GenerationOptions { MaxNewTokens = first.MaxNewTokens, Temperature = 0, StopStrings = first.StopSequences.Where(s => s.Length > 0).ToList() };
+            var indices = group.ToList();
+            var prompts = indices.Select(i => (IReadOnlyList<int>)Fit(generator.Tokenizer, generator.Tokenizer.Encode(requests[i].Prompt, addBos: true),
+                generator.ContextLength - Math.Max(1, requests[i].MaxNewTokens))).ToList();
+            var generated = generator.GenerateBatch(prompts, options);
+            for (int k = 0; k < indices.Count; k++) results[indices[k]] = generated[k].Text;
         }
         return results;
     }

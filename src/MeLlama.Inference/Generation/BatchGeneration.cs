@@ -45,26 +45,36 @@ public static class BatchGeneration
         return items;
     }
 
-    /// <summary>Generates for every item and writes one JSON line each to <paramref name="output"/>.</summary>
+    /// <summary>
+    /// Generates for every item and writes one JSON line each to <paramref name="output"/>, in input order.
+    /// <paramref name="batchSize"/> consecutive items run as one batch (<see cref="TextGenerator.GenerateBatch"/>).
+    /// </summary>
     public static BatchSummary Run(IReadOnlyList<Item> items, TextGenerator generator, IChatTemplate template, GenerationOptions options, TextWriter output,
-        Action<int, GenerationResult>? onRecord = null, CancellationToken cancel = default)
+        Action<int, GenerationResult>? onRecord = null, CancellationToken cancel = default, int batchSize = 1)
     {
+        if (batchSize < 1) throw new ArgumentException($"batch size must be >= 1 (got {batchSize})");
         var timer = System.Diagnostics.Stopwatch.StartNew();
         long tokens = 0;
         var finishes = new Dictionary<FinishReason, int>();
         int done = 0;
-        foreach (var item in items)
+        foreach (var chunk in items.Chunk(batchSize))
         {
             if (cancel.IsCancellationRequested) break;
-            int[] prompt = ChatEncoder.EncodePrompt(template, generator.Tokenizer, item.Messages);
-            var result = generator.Generate(prompt, options, cancel: cancel);
-            var record = item.Record.DeepClone().AsObject();
-            record["completion"] = result.Text;
-            output.WriteLine(record.ToJsonString(OutputJson));
-            tokens += result.GeneratedIds.Length;
-            finishes[result.Finish] = finishes.GetValueOrDefault(result.Finish) + 1;
-            done++;
-            onRecord?.Invoke(done, result);
+            var prompts = chunk.Select(item => (IReadOnlyList<int>)ChatEncoder.EncodePrompt(template, generator.Tokenizer, item.Messages)).ToList();
+            var results = generator.GenerateBatch(prompts, options, cancel);
+            for (int i = 0; i < chunk.Length; i++)
+            {
+                var result = results[i];
+                // A batch cut short by the stop signal is not written: its rows are unfinished.
+                if (result.Finish == FinishReason.Cancelled) break;
+                var record = chunk[i].Record.DeepClone().AsObject();
+                record["completion"] = result.Text;
+                output.WriteLine(record.ToJsonString(OutputJson));
+                tokens += result.GeneratedIds.Length;
+                finishes[result.Finish] = finishes.GetValueOrDefault(result.Finish) + 1;
+                done++;
+                onRecord?.Invoke(done, result);
+            }
         }
         output.Flush();
         return new BatchSummary(done, tokens, timer.Elapsed.TotalSeconds, finishes);

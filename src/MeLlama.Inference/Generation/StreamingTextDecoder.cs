@@ -5,10 +5,11 @@ namespace MeLlama.Inference.Generation;
 /// <summary>
 /// Turns generated token ids into text as they arrive, for printing while generating. A token can end in the middle
 /// of a multi-byte character (byte-fallback pieces): such text decodes to U+FFFD and is held back until the
-/// character is complete. Only a short window is re-decoded per token (the approach of HF text-generation-inference):
-/// text = decode(ids[prefix..]) − decode(ids[prefix..read]), which also keeps SentencePiece's leading-space rule right.
-/// The window only ever starts at a token that decodes to whole text on its own: decoders drop the leading space of
-/// the first word piece they output, and one that starts on byte-fallback pieces would drop a real space.
+/// character is complete. The whole generated sequence is re-decoded per token, so the text is always exactly
+/// decode(all ids), what a non-streaming caller gets. (A short window, text = decode(ids[prefix..]) −
+/// decode(ids[prefix..read]) as in HF text-generation-inference, lost real spaces: SentencePiece drops the leading
+/// space of the first word piece after nothing but byte-fallback pieces, so a window starting on the byte piece for
+/// "B" turned "B DLL" into "BDLL". Re-decoding costs O(n²) token lookups, a few ms for a thousand tokens.)
 /// Text that could be the start of a stop string is held back too; once a stop string appears the text is cut
 /// before it and <see cref="Stopped"/> is set.
 /// </summary>
@@ -17,7 +18,7 @@ public sealed class StreamingTextDecoder(ITextTokenizer tokenizer, IReadOnlyList
     readonly List<int> _ids = [];
     readonly IReadOnlyList<string> _stops = stopStrings ?? [];
     readonly System.Text.StringBuilder _text = new();   // decoded, not yet checked against stop strings beyond _emitted
-    int _prefixOffset, _readOffset, _emitted;
+    int _emitted;
 
     /// <summary>All text decoded so far (cut at the stop string once stopped).</summary>
     public string Text => _text.ToString();
@@ -30,35 +31,22 @@ public sealed class StreamingTextDecoder(ITextTokenizer tokenizer, IReadOnlyList
     {
         if (Stopped) return "";
         _ids.Add(id);
-        var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_ids);
-        string prefix = _readOffset > _prefixOffset ? tokenizer.Decode(span[_prefixOffset.._readOffset]) : "";
-        string full = tokenizer.Decode(span[_prefixOffset..]);
-        if (full.Length <= prefix.Length || full.EndsWith('\uFFFD')) return "";
-        if (!full.StartsWith(prefix, StringComparison.Ordinal)) prefix = "";   // defensive: never drop text
-        _text.Append(full, prefix.Length, full.Length - prefix.Length);
-        if (StartsCleanly(_ids[_readOffset])) _prefixOffset = _readOffset;
-        _readOffset = _ids.Count;
+        string full = tokenizer.Decode(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_ids));
+        if (full.EndsWith('\uFFFD')) return "";   // a character still incomplete
+        Replace(full);
         return Release(final: false);
     }
 
-    bool StartsCleanly(int id)
+    /// <summary>Takes the part of <paramref name="full"/> beyond the text so far (decoding more tokens only appends).</summary>
+    void Replace(string full)
     {
-        string alone = tokenizer.Decode([id]);
-        return alone.Length > 0 && !alone.Contains('\uFFFD');
+        if (full.Length > _text.Length) _text.Append(full, _text.Length, full.Length - _text.Length);
     }
 
     /// <summary>Decodes whatever is still pending (incomplete characters included) and returns the unshown rest.</summary>
     public string Flush()
     {
-        if (!Stopped && _readOffset < _ids.Count)
-        {
-            var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_ids);
-            string prefix = _readOffset > _prefixOffset ? tokenizer.Decode(span[_prefixOffset.._readOffset]) : "";
-            string full = tokenizer.Decode(span[_prefixOffset..]);
-            if (full.Length > prefix.Length && full.StartsWith(prefix, StringComparison.Ordinal))
-                _text.Append(full, prefix.Length, full.Length - prefix.Length);
-            _prefixOffset = _readOffset = _ids.Count;
-        }
+        if (!Stopped) Replace(tokenizer.Decode(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_ids)));
         return Release(final: true);
     }
 

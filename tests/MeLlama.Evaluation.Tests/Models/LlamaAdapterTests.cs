@@ -120,6 +120,10 @@ public class KvCacheGeneratorTests(TinyLlamaFixture fixture) : IClassFixture<Tin
         {
             new("Human: \nDoes aspirin reduce the risk of stroke? Answer yes, no or maybe.\n\nAssistant: \n", 12, []),
             new("Question: Which drug is first line for type 2 diabetes?\nA. Insulin\nB. Metformin\nAnswer:", 6, ["\n\n"]),
+            // Same budget and stops as a request above, different lengths: these run as left-padded batches.
+            new("Human: \nIs fever a symptom of influenza?\n\nAssistant: \n", 12, []),
+            new("Human: \nA 60-year-old woman has had a dry cough for three weeks after starting lisinopril. What is the likely cause?\n\nAssistant: \n", 12, []),
+            new("Question: Which vitamin deficiency causes scurvy?\nAnswer:", 6, ["\n\n"]),
         };
         Assert.Equal(naive.Generate(requests), cached.Generate(requests));
         Assert.StartsWith("tiny+tok:", cached.Fingerprint);
