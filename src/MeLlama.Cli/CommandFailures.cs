@@ -29,6 +29,12 @@ public static class CommandFailures
         CollectiveException => new(ExitCodes.Failed, $"Collectives failed: {e.Message}", false),
         PeerAuthenticationException or TimeoutException => new(ExitCodes.Failed, $"Could not join the job: {e.Message}", false),
         PlatformNotSupportedException => new(ExitCodes.Failed, e.Message, false),
+        // TorchSharp found no libtorch: a -p:LibTorchSource=external build run without the host's libtorch on the
+        // loader path, or a broken install. Its own message is a page long; the first line says what was looked for.
+        TypeInitializationException { TypeName: "TorchSharp.torch" } t => new(ExitCodes.Failed,
+            "libtorch could not be loaded" + (t.InnerException is { } inner ? $" ({inner.Message.Split('\n')[0].Trim()})" : "") +
+            ". A build with -p:LibTorchSource=external needs the host's libtorch: `source scripts/gpu/external-libtorch.sh` first; " +
+            "other builds ship it (TorchSharp-cpu / TorchSharp-cuda-linux).", false),
         // .NET's own "Could not find file '…'" becomes one short line; our messages (which say what the file is for) stay.
         FileNotFoundException { FileName: { } file } when e.Message.StartsWith("Could not find file", StringComparison.Ordinal)
             => new(ExitCodes.BadInput, $"file not found: {file}", false),

@@ -33,6 +33,22 @@ public class CommandFailuresTests
     }
 
     [Fact]
+    public void A_missing_libtorch_says_how_to_provide_it_in_one_line()
+    {
+        // What TorchSharp throws when no libtorch can be loaded (e.g. an external-libtorch build without the host's).
+        var inner = new NotSupportedException("This application or script uses TorchSharp but doesn't contain a reference to libtorch-cpu-linux-x64, Version=2.10.0.0.\n\nConsider referencing ...");
+        var e = new TypeInitializationException("TorchSharp.torch", inner);
+        var f = CommandFailures.Classify(e);
+        Assert.Equal(1, f.ExitCode);
+        Assert.False(f.IsBug);
+        Assert.Contains("external-libtorch.sh", f.Message);
+        Assert.Contains("libtorch-cpu-linux-x64", f.Message);
+        Assert.DoesNotContain("Consider referencing", f.Message);
+        // Another type's initializer failing is still a bug with its stack trace.
+        Assert.True(CommandFailures.Classify(new TypeInitializationException("Other.Type", inner)).IsBug);
+    }
+
+    [Fact]
     public void A_missing_file_is_exit_2_naming_the_file()
     {
         var f = CommandFailures.Classify(new FileNotFoundException("Could not find file.", "/data/recipe.json"));
