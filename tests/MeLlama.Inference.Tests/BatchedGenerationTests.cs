@@ -120,6 +120,43 @@ public class BatchedGenerationTests
     }
 
     [Fact]
+    public void TheBatchedPathRunsRightUpToTheContextLimit()
+    {
+        var (model, tokenizer) = DemoModel(context: 64);
+        using var _ = model;
+        var generator = new TextGenerator(model, tokenizer);
+        var prompts = new List<int[]> { tokenizer.Encode(Prompts[1], addBos: true), tokenizer.Encode(Prompts[0], addBos: true) };
+        int longest = prompts.Max(p => p.Length);
+        // longest + budget == context exactly: every row gets the full budget, the batch is not split.
+        var options = new GenerationOptions { MaxNewTokens = 64 - longest, StopAtEos = false };
+        AssertSameAsOneByOne(generator, prompts, options);
+        var batched = generator.GenerateBatch(prompts, options);
+        Assert.All(batched, r => Assert.Equal(64 - longest, r.GeneratedIds.Length));
+        Assert.Equal(batched[0].PrefillSeconds, batched[1].PrefillSeconds); // one batch: shared timings
+    }
+
+    [Fact]
+    public void PaddingIsSetBeforeThePrefillAndClearedByReset()
+    {
+        var (model, _) = DemoModel();
+        using var __ = model;
+        using var scope = NewDisposeScope();
+        using var cache = KvCache.For(model, 2, 16);
+        cache.SetLeftPadding([0, 0]);
+        Assert.Null(cache.AttentionMask(0, 4, CPU));              // no row padded: the plain causal path
+        cache.SetLeftPadding([2, 0]);
+        var mask = cache.AttentionMask(0, 4, CPU)!;
+        Assert.Equal(new long[] { 2, 1, 4, 4 }, mask.shape);
+        Assert.False(mask[0, 0, 3, 1].item<bool>());              // a real token never sees padding
+        Assert.True(mask[0, 0, 1, 1].item<bool>());               // a padding query sees itself
+        Assert.False(mask[1, 0, 1, 2].item<bool>());              // causal
+        using (no_grad()) model.Forward(zeros([2, 4], ScalarType.Int64), cache);
+        Assert.Throws<InvalidOperationException>(() => cache.SetLeftPadding([1, 0]));
+        cache.Reset();
+        Assert.Null(cache.AttentionMask(0, 4, CPU));
+    }
+
+    [Fact]
     public void PaddedPrefillLogitsEqualEachPromptAlone()
     {
         var (model, tokenizer) = DemoModel();

@@ -7,7 +7,9 @@ namespace MeLlama.Evaluation.Models;
 /// <see cref="ITextGenerator"/> over the inference component's KV-cache generator (greedy, stop at EOS and at
 /// the request's stop strings). The requests of one call (the harness's batch) that share a budget and stop strings
 /// run as one left-padded batch (<see cref="TextGenerator.GenerateBatch"/>). A prompt too long for the context keeps
-/// BOS and its last tokens, leaving room for the answer.
+/// BOS and its last tokens, leaving room for the answer. Batching changes the shapes of the matmuls, so in bf16 a
+/// near-tie can rarely resolve differently than one prompt at a time; the fingerprint does not include the batch
+/// size, so a resumed run may mix predictions made with different --batch-size values.
 /// </summary>
 public sealed class KvCacheTextGenerator(TextGenerator generator, string fingerprint) : ITextGenerator
 {

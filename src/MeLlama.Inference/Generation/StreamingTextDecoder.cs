@@ -37,7 +37,11 @@ public sealed class StreamingTextDecoder(ITextTokenizer tokenizer, IReadOnlyList
         return Release(final: false);
     }
 
-    /// <summary>Takes the part of <paramref name="full"/> beyond the text so far (decoding more tokens only appends).</summary>
+    /// <summary>
+    /// Takes the part of <paramref name="full"/> beyond the text so far. SentencePiece and byte-level BPE decoding of
+    /// more tokens only appends to the decoding of fewer (U+FFFD-ended text is never taken), so the text so far is a
+    /// prefix of <paramref name="full"/>; text already handed out could not be taken back anyway.
+    /// </summary>
     void Replace(string full)
     {
         if (full.Length > _text.Length) _text.Append(full, _text.Length, full.Length - _text.Length);

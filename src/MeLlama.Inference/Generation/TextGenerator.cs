@@ -135,7 +135,8 @@ public sealed class TextGenerator(LlamaForCausalLM model, ITextTokenizer tokeniz
             for (int r = 0; r < rows; r++)
                 for (int i = 0; i < prompts[r].Count; i++) prefill[r * longest + longest - prompts[r].Count + i] = prompts[r][i];
             var next = new long[rows];
-            float[][] logits = NextLogitsBatch(prefill, rows, longest, cache);
+            var logits = new float[rows][];
+            if (!cancel.IsCancellationRequested) NextLogitsBatch(prefill, rows, longest, cache, logits);
             prefillSeconds = timer.Elapsed.TotalSeconds;
             for (int step = 0; step < steps; step++)
             {
@@ -158,7 +159,7 @@ public sealed class TextGenerator(LlamaForCausalLM model, ITextTokenizer tokeniz
                     next[r] = token;
                 }
                 if (finish.All(f => f is not null) || step == steps - 1) break;
-                logits = NextLogitsBatch(next, rows, 1, cache);
+                NextLogitsBatch(next, rows, 1, cache, logits);
             }
         }
         finally
@@ -174,15 +175,22 @@ public sealed class TextGenerator(LlamaForCausalLM model, ITextTokenizer tokeniz
         }).ToList();
     }
 
-    /// <summary>fp32 logits [rows][vocab] of the last position of each row after feeding <paramref name="ids"/> [rows, length].</summary>
-    float[][] NextLogitsBatch(long[] ids, int rows, int length, KvCache cache)
+    /// <summary>
+    /// Feeds <paramref name="ids"/> [rows, length] and writes each row's fp32 logits of its last position into
+    /// <paramref name="logits"/> (arrays reused across steps). Only the last position goes through the head: the
+    /// prefill's logits for every position would be rows × length × vocab floats (GBs for long prompts).
+    /// </summary>
+    void NextLogitsBatch(long[] ids, int rows, int length, KvCache cache, float[][] logits)
     {
         using var scope = NewDisposeScope();
-        var logits = model.Forward(tensor(ids, [rows, length], device: model.Device), cache);
-        var last = logits.select(1, length - 1).to(ScalarType.Float32).cpu().contiguous();
-        var flat = last.data<float>().ToArray();
+        var hidden = model.Model.Forward(tensor(ids, [rows, length], device: model.Device), cache);
+        var last = model.Logits(hidden.select(1, length - 1)).to(ScalarType.Float32).cpu().contiguous();
         int vocab = (int)last.shape[1];
-        return Enumerable.Range(0, rows).Select(r => flat.AsSpan(r * vocab, vocab).ToArray()).ToArray();
+        for (int r = 0; r < rows; r++)
+        {
+            logits[r] ??= new float[vocab];
+            last[r].data<float>().CopyTo(logits[r]);
+        }
     }
 
     /// <summary>fp32 logits of the position after the last token of <paramref name="sequence"/>.</summary>
@@ -195,8 +203,8 @@ public sealed class TextGenerator(LlamaForCausalLM model, ITextTokenizer tokeniz
         var ids = new long[sequence.Count - from];
         for (int i = 0; i < ids.Length; i++) ids[i] = sequence[from + i];
         var input = tensor(ids, [1, ids.Length], device: model.Device);
-        var logits = model.Forward(input, cache);
-        var last = logits[0, -1].to(ScalarType.Float32).cpu().contiguous();
+        // The head on the last position only (not [T, vocab] for a whole prompt).
+        var last = model.Logits(model.Model.Forward(input, cache)[0, -1]).to(ScalarType.Float32).cpu().contiguous();
         var row = new float[last.numel()];
         last.data<float>().CopyTo(row);
         return row;
