@@ -3,6 +3,7 @@ using MeLlama.TestSupport;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Engine;
 using MeLlama.Training.Engine.Sharded;
+using MeLlama.Training.Export;
 using MeLlama.Training.Finetune.Config;
 using MeLlama.Training.Finetune.Loop;
 using MeLlama.Training.Loop;
@@ -48,12 +49,14 @@ public sealed class LaunchedFinetuneTests
             Assert.True(Math.Abs(actual[step] - loss) <= tolerance * Math.Abs(loss), $"{what} step {step}: {actual[step]:R} vs one process {loss:R}");
     }
 
-    static void RunLaunched(int ranks, string[] command)
+    static string RunLaunched(int ranks, string[] command)
     {
         using var launch = new LaunchedRun(ranks, command);
         int? code = launch.WaitForExit(TimeSpan.FromSeconds(240));
         Assert.True(code == 0, $"launch exited {code?.ToString() ?? "(still running)"}:\n{launch.Output}");
         Assert.DoesNotContain(Secret, launch.Output);
+        Assert.Contains($"full_shard over {ranks} rank(s)", launch.Output);
+        return launch.Output;
     }
 
     [Fact]
@@ -73,7 +76,8 @@ public sealed class LaunchedFinetuneTests
 
         // Two ranks, full shard.
         string two = tmp["two"];
-        RunLaunched(2, Launch(two, data));
+        string twoOutput = RunLaunched(2, Launch(two, data));
+        Assert.DoesNotContain(twoOutput.Split('\n'), l => l.StartsWith("[rank 1]", StringComparison.Ordinal) && l.Contains("] Step ", StringComparison.Ordinal));
         AssertSameLosses(expected, TrainerHarness.TrainLosses(two), "2 ranks");
         var eval = LaunchedRun.EvalLosses(two);
         Assert.Equal(expectedEval.Keys, eval.Keys);
@@ -92,10 +96,13 @@ public sealed class LaunchedFinetuneTests
             CopyRunUpTo(two, dir, step: 4);
             if (ranks == 1)
             {
-                var resumed = new FinetuneTrainer(FinetuneConfigLoader.Load("demo", Overrides(dir, data)), new FinetuneOptions()).Run();
+                long firstStep = 0;
+                var resumed = new FinetuneTrainer(FinetuneConfigLoader.Load("demo", Overrides(dir, data)),
+                    new FinetuneOptions { AfterStep = s => { if (firstStep == 0) firstStep = s; } }).Run();
                 Assert.Equal(TrainEnd.Completed, resumed.End);
+                Assert.Equal(5, firstStep); // continued after step 4, not started over
             }
-            else RunLaunched(ranks, Launch(dir, data));
+            else Assert.Contains("Resuming from ", RunLaunched(ranks, Launch(dir, data)));
             AssertSameLosses(expected, TrainerHarness.TrainLosses(dir), $"resumed {name}");
         }
 
