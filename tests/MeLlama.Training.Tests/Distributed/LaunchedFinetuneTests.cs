@@ -106,6 +106,21 @@ public sealed class LaunchedFinetuneTests
             AssertSameLosses(expected, TrainerHarness.TrainLosses(dir), $"resumed {name}");
         }
 
+        // The other way: the one-process run's step-4 checkpoint (model.safetensors + optimizer.safetensors) continued on 2
+        // in-process ranks, each reading its part of it.
+        string oneOnTwo = tmp["one-on-two"];
+        CopyRunUpTo(tmp["one"], oneOnTwo, step: 4);
+        var firstSteps = new long[2];
+        Sharded.InProcessRanks.Run(2, comm =>
+        {
+            using var w = TrainingWorld.Of(comm);
+            var outcome = new FinetuneTrainer(FinetuneConfigLoader.Load("demo", Overrides(oneOnTwo, data)),
+                new FinetuneOptions { World = w, AfterStep = s => { if (firstSteps[comm.Rank] == 0) firstSteps[comm.Rank] = s; } }).Run();
+            Assert.Equal(TrainEnd.Completed, outcome.End);
+        });
+        Assert.Equal([5L, 5L], firstSteps);
+        AssertSameLosses(expected, TrainerHarness.TrainLosses(oneOnTwo), "one-process checkpoint resumed on 2 ranks");
+
         // `mellama export` of the run folder consolidates the slices into one HF folder equal to the one-process weights.
         string exported = FinetuneExporter.Export(two, tmp["hf"], ScalarType.Float32, AdapterExportMode.Merge);
         using var model = HfCheckpoint.LoadModel(exported);
@@ -116,6 +131,23 @@ public sealed class LaunchedFinetuneTests
             Assert.True(diff <= 1e-5 * norm, $"{name}: ‖Δ‖/‖w‖ = {diff / norm:E2}");
         }
         Assert.True(File.Exists(Path.Combine(exported, "tokenizer_config.json")) || Directory.GetFiles(exported, "tokenizer*").Length > 0, "the export carries the tokenizer");
+    }
+
+    /// <summary>The trainer itself refuses LoRA on several ranks (a library caller that skips the CLI's check), on every rank.</summary>
+    [Fact]
+    public void TrainerRefusesLoraOnSeveralRanks()
+    {
+        using var tmp = new TempDir();
+        string data = WriteData(tmp["instructions.jsonl"]);
+        var errors = new Exception?[2];
+        Sharded.InProcessRanks.Run(2, comm =>
+        {
+            using var w = TrainingWorld.Of(comm);
+            errors[comm.Rank] = Record.Exception(() => new FinetuneTrainer(FinetuneConfigLoader.Load("demo", Overrides(tmp["run"], data, method: "lora")),
+                new FinetuneOptions { World = w }).Run());
+        });
+        Assert.All(errors, e => Assert.Contains("LoRA fine-tuning runs on one GPU", Assert.IsType<MeLlama.Training.Config.ConfigError>(e).Message));
+        Assert.False(Directory.Exists(Path.Combine(tmp["run"], "checkpoints")));
     }
 
     /// <summary>A copy of <paramref name="from"/> with only its checkpoints up to <paramref name="step"/> (as if stopped there).</summary>
