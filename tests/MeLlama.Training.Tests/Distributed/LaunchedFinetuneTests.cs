@@ -16,8 +16,11 @@ namespace MeLlama.Training.Tests.Distributed;
 /// process on the same global batch, its sharded checkpoints resume on another number of ranks and export to one HF
 /// folder; LoRA refuses to start as several ranks (exit 2) before writing anything.
 /// </summary>
-public sealed class LaunchedFinetuneTests
+public sealed partial class LaunchedFinetuneTests
 {
+    [System.Runtime.InteropServices.LibraryImport("libc", SetLastError = true)]
+    private static partial int kill(int pid, int sig);
+
     const int Steps = 8;
     const string Secret = "Patient 3 has a heart rate of 81";
 
@@ -131,6 +134,38 @@ public sealed class LaunchedFinetuneTests
             Assert.True(diff <= 1e-5 * norm, $"{name}: ‖Δ‖/‖w‖ = {diff / norm:E2}");
         }
         Assert.True(File.Exists(Path.Combine(exported, "tokenizer_config.json")) || Directory.GetFiles(exported, "tokenizer*").Length > 0, "the export carries the tokenizer");
+    }
+
+    /// <summary>
+    /// SIGUSR1 to rank 1 only (as a per-task Slurm signal): both ranks stop at the same step, write one sharded checkpoint
+    /// together and the job exits 75; run again, it continues from there to the end.
+    /// </summary>
+    [Fact]
+    public void SignalToOneRankSavesBothAndExits75ThenTheRunContinues()
+    {
+        using var tmp = new TempDir();
+        string data = WriteData(tmp["instructions.jsonl"]);
+        string runDir = tmp["run"];
+        string[] command = [.. Launch(runDir, data), "--set", "max_steps=100000", "--set", "checkpoint.interval=100000", "--set", "eval.interval=0"];
+        using (var launch = new LaunchedRun(2, command))
+        {
+            var pids = launch.RankPids(TimeSpan.FromSeconds(60));
+            launch.WaitForSteps(runDir, 3, TimeSpan.FromSeconds(120));
+            Assert.Equal(0, kill(pids[1], 10));
+            Assert.True(launch.WaitForExit(TimeSpan.FromSeconds(60)) == 75, "expected exit 75:\n" + launch.Output);
+            var lines = launch.Output.Split('\n');
+            Assert.Contains(lines, l => l.StartsWith("[rank 0]", StringComparison.Ordinal) && l.Contains("Received SIGUSR1 (on another rank): saving at step ", StringComparison.Ordinal));
+            Assert.Contains(lines, l => l.StartsWith("[rank 1]", StringComparison.Ordinal) && l.Contains("Received SIGUSR1: saving at step ", StringComparison.Ordinal));
+            Assert.DoesNotContain(Secret, launch.Output);
+        }
+        var saved = Assert.Single(new CheckpointStore(runDir).List());
+        Assert.True(saved.Step >= 3, $"saved at step {saved.Step}");
+        Assert.True(ShardedCheckpoint.IsSharded(saved.Dir));
+        Assert.True(CheckpointStore.Check(saved.Dir, full: true).Ok);
+        // Continue to a near end: the run picks up at the saved step.
+        string output = RunLaunched(2, [.. Launch(runDir, data), "--set", $"max_steps={saved.Step + 2}", "--set", "eval.interval=0"]);
+        Assert.Contains("Resuming from ", output);
+        Assert.Equal(Enumerable.Range(1, (int)saved.Step + 2).Select(i => (long)i), TrainerHarness.TrainLosses(runDir).Keys);
     }
 
     /// <summary>The trainer itself refuses LoRA on several ranks (a library caller that skips the CLI's check), on every rank.</summary>
