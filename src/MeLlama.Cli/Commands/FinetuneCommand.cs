@@ -9,7 +9,10 @@ using MeLlama.Training.Runtime;
 
 namespace MeLlama.Cli.Commands;
 
-/// <summary>`mellama finetune`: instruction tuning (LoRA or full) with the pretraining run's checkpoints, resume and preemption handling.</summary>
+/// <summary>
+/// `mellama finetune`: instruction tuning (LoRA or full) with the pretraining run's checkpoints, resume and preemption handling.
+/// Under `mellama launch`, torchrun or srun every process is one rank of a sharded full fine-tune (LoRA refuses: one process).
+/// </summary>
 public static class FinetuneCommand
 {
     public static Command Create()
@@ -20,7 +23,9 @@ public static class FinetuneCommand
             "Instruction-tune a LLaMA model: LoRA adapters on a frozen base (method lora) or all weights (method full), loss on assistant tokens only, " +
             "chat template recorded for export. Resumes by itself from the run folder's newest good checkpoint; `mellama export --checkpoint RUN` " +
             "writes the model (--adapter-mode merge|peft).\n" +
-            "Exit codes: 0 finished; 1 failure; 2 bad config/input; 75 stopped by SIGTERM/SIGUSR1/SIGINT or --time-limit after saving: run again to continue.");
+            "Exit codes: 0 finished; 1 failure; 2 bad config/input; 75 stopped by SIGTERM/SIGUSR1/SIGINT or --time-limit after saving: run again to continue.\n" +
+            "Sharded (method full): `mellama launch --nproc N -- finetune --set method=full ...` (or srun/torchrun) trains with parallel.strategy over N ranks; " +
+            "LoRA runs on one process.");
         foreach (var option in recipe.All) command.Options.Add(option);
         command.Options.Add(data);
         command.SetAction(parse =>
@@ -33,29 +38,49 @@ public static class FinetuneCommand
                 Console.WriteLine(FinetuneConfigLoader.ToJson(cfg));
                 return 0;
             }
-            // Fine-tuning runs on one process. Several ranks of a launch/torchrun/srun job would each train the same
-            // model into the same run folder and overwrite each other's checkpoints: refuse before touching it.
+            // LoRA runs on one process; method full runs as one rank of a sharded job under launch/torchrun/srun. A LoRA
+            // run started as several ranks would have every rank train the same adapters into the same run folder:
+            // refuse before touching it.
             DistributedEnvironment env;
             try { env = Rendezvous.FromEnvironment(); }
             catch (DistributedEnvironmentException e) { return CommandFailures.Report(e, parse.InvocationConfiguration.Error, "finetune"); }
-            if (env.IsDistributed)
-                return CommandFailures.Report(new ConfigError(
-                    $"finetune runs on one process, but this one is rank {env.Rank} of {env.WorldSize} ({(env.Source == LaunchSource.Slurm ? "Slurm" : "RANK/WORLD_SIZE")} variables); sharded fine-tuning is not built yet. " +
-                    "Start it once: without `mellama launch`/torchrun, or with one Slurm task (srun --ntasks=1, scripts/slurm/instruct.sbatch)"),
+            if (env.IsDistributed && cfg.Method != "full")
+                return CommandFailures.Report(new ConfigError(FinetuneTrainer.LoraNeedsOneProcess(env.Rank, env.WorldSize) +
+                    $" ({(env.Source == LaunchSource.Slurm ? "Slurm" : "RANK/WORLD_SIZE")} variables; scripts/slurm/instruct.sbatch)"),
                     parse.InvocationConfiguration.Error, "finetune");
-            var logOptions = GlobalOptions.LogOptions(parse);
-            logOptions = logOptions with { JsonFile = logOptions.JsonFile ?? Path.Combine(cfg.RunDir, "logs", "finetune.jsonl") };
+            var logOptions = GlobalOptions.LogOptions(parse, env.IsDistributed ? env.Rank : null);
+            logOptions = logOptions with { JsonFile = PretrainCommand.RankLogFile(logOptions.JsonFile ?? Path.Combine(cfg.RunDir, "logs", "finetune.jsonl"), env) };
             using var log = LogSetup.Create(logOptions);
             using var signals = new StopSignals();
-            return TrainingCommand.Run(log, "finetune", cfg.RunDir, () => new FinetuneTrainer(cfg, new FinetuneOptions
+            TrainingWorld? world = null;
+            string who = env.IsDistributed ? $"rank {env.Rank}: " : "";
+            try
             {
-                Log = log, Resume = !parse.GetValue(recipe.NoResume), TimeLimit = loaded.TimeLimit, Signals = signals,
-                Progress = !parse.GetValue(GlobalOptions.Quiet) && !Console.IsErrorRedirected,
-            }).Run(), afterOutcome: outcome =>
+                return TrainingCommand.Run(log, "finetune", cfg.RunDir, () =>
+                {
+                    if (env.IsDistributed)
+                    {
+                        world = TrainingWorld.Join(env, TrainingWorld.ResolveDevice(cfg.Device, env), log);
+                        log.Information("Rank {Rank} of {World} joined the job ({Backend} backend)", world.Rank, world.Size, world.Comm!.Backend);
+                    }
+                    return new FinetuneTrainer(cfg, new FinetuneOptions
+                    {
+                        Log = log, Resume = !parse.GetValue(recipe.NoResume), TimeLimit = loaded.TimeLimit, Signals = signals, World = world,
+                        Progress = !parse.GetValue(GlobalOptions.Quiet) && !Console.IsErrorRedirected,
+                    }).Run();
+                }, afterOutcome: outcome =>
+                {
+                    if (outcome.End == TrainEnd.Completed && env.Rank == 0)
+                        log.Information("Export: mellama export --checkpoint {RunDir} --out MODEL_DIR{Mode}", Path.GetFullPath(cfg.RunDir), cfg.Method == "lora" ? " [--adapter-mode merge|peft]" : "");
+                },
+                // Another rank that died or failed is named by the collective's message; any other failure here is told
+                // to the other ranks so they stop at once instead of waiting for a timeout.
+                onFailure: e => { if (e is not CollectiveException) world?.Abort(who + CommandFailures.Classify(e).Message); });
+            }
+            finally
             {
-                if (outcome.End == TrainEnd.Completed)
-                    log.Information("Export: mellama export --checkpoint {RunDir} --out MODEL_DIR{Mode}", Path.GetFullPath(cfg.RunDir), cfg.Method == "lora" ? " [--adapter-mode merge|peft]" : "");
-            });
+                world?.Dispose();
+            }
         });
         return command;
     }

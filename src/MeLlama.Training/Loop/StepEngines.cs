@@ -31,18 +31,26 @@ public static class StepEngines
     /// <param name="masters">Sharded engine only: where its fp32 master slices come from (see <see cref="FsdpTrainStep"/>);
     /// with a model built on the meta device (<see cref="ModelFactory.Meta"/>) this is how the weights arrive.</param>
     /// <param name="device">Sharded engine with a meta-device model: the compute device.</param>
+    /// <param name="labels">Sharded engine only: how rows become labels (null: pretraining rows); fine-tuning builds its
+    /// one-process engine itself and calls <see cref="CreateSharded"/>.</param>
     public static ITrainStep Create(LlamaForCausalLM model, TrainStepOptions options, TrainingWorld world, string strategy, ICollectives? singleRankComm = null,
-        IMasterSource? masters = null, torch.Device? device = null)
+        IMasterSource? masters = null, torch.Device? device = null, IBatchLabels? labels = null)
     {
         if (!world.IsDistributed && singleRankComm is null) return new SingleProcessTrainStep(model, options);
-        var comm = world.IsDistributed ? world.Comm! : singleRankComm!;
+        return CreateSharded(model, options, world.IsDistributed ? world.Comm! : singleRankComm!, strategy, masters, device, labels);
+    }
+
+    /// <summary>The FSDP engine over <paramref name="comm"/> with the recipe's <c>parallel.strategy</c>.</summary>
+    public static FsdpTrainStep CreateSharded(LlamaForCausalLM model, TrainStepOptions options, ICollectives comm, string strategy,
+        IMasterSource? masters = null, torch.Device? device = null, IBatchLabels? labels = null)
+    {
         ShardingStrategy parsed;
         try { parsed = ShardingStrategies.Parse(strategy); }
         catch (FormatException) { throw new ConfigError($"parallel.strategy '{strategy}' is not one of {string.Join(", ", ParallelSection.Strategies)}"); }
         try
         {
             // ZeRO-3 frees each gathered unit after use: per-rank parameter memory is 1/N plus one unit.
-            return new FsdpTrainStep(model, comm, options, parsed, freeAfterUse: parsed == ShardingStrategy.FullShard, masters: masters, device: device);
+            return new FsdpTrainStep(model, comm, options, parsed, freeAfterUse: parsed == ShardingStrategy.FullShard, masters: masters, device: device, labels: labels);
         }
         catch (NotSupportedException e)
         {

@@ -39,5 +39,8 @@ public class FinetuneConfigTests
         Assert.Contains("lm_head", e.Message);
         e = Assert.Throws<ConfigError>(() => FinetuneConfigLoader.Parse("""{"data": {"train": ["a"]}, "model": {"arch": {}, "tokenizer": "gpt2"}, "epochz": 3}""", "f.json"));
         Assert.Contains("epochz", e.Message);
+        e = Assert.Throws<ConfigError>(() => FinetuneConfigLoader.Load("demo", ["data.train=[\"a.jsonl\"]", "parallel.strategy=zero3"]));
+        Assert.Contains("parallel.strategy must be one of full_shard, shard_grad_op, no_shard, not 'zero3'", e.Message);
+        Assert.Equal("no_shard", FinetuneConfigLoader.Load("demo", ["data.train=[\"a.jsonl\"]", "parallel.strategy=no_shard"]).Parallel.Strategy);
     }
 }

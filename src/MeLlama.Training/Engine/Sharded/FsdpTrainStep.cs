@@ -49,6 +49,7 @@ public sealed class FsdpTrainStep : ITrainStep
     readonly LlamaForCausalLM _model;
     readonly ICollectives _comm;
     readonly TrainStepOptions _options;
+    readonly IBatchLabels _labels;
     readonly FlatParameterUnit _embedding;
     readonly FlatParameterUnit[] _layers;
     readonly FlatParameterUnit _head;
@@ -68,10 +69,14 @@ public sealed class FsdpTrainStep : ITrainStep
     /// source starts from zero masters: only for a resume, whose <see cref="LoadState"/> fills them.</param>
     /// <param name="device">The compute device when <paramref name="model"/> was built on the meta device (shapes
     /// only); otherwise ignored (the model's device is used).</param>
+    /// <param name="labels">How micro-batch rows become inputs, labels and a target count: null means pretraining rows
+    /// (<see cref="NextTokenLabels"/>, every position a target); fine-tuning passes rows with a loss mask, and the loss is
+    /// then the summed NLL of the labelled positions over the global number of labelled positions.</param>
     public FsdpTrainStep(LlamaForCausalLM model, ICollectives comm, TrainStepOptions options,
         ShardingStrategy strategy = ShardingStrategy.FullShard, bool freeAfterUse = false, bool? prefetch = null,
-        IMasterSource? masters = null, Device? device = null)
+        IMasterSource? masters = null, Device? device = null, IBatchLabels? labels = null)
     {
+        _labels = labels ?? NextTokenLabels.Instance;
         bool canPrefetch = strategy == ShardingStrategy.FullShard && freeAfterUse;
         if (prefetch == true && !canPrefetch) throw new ArgumentException("prefetch needs the full-shard strategy with freeAfterUse", nameof(prefetch));
         _model = model;
@@ -198,15 +203,18 @@ public sealed class FsdpTrainStep : ITrainStep
     StepResult StepCore(IReadOnlyList<Tensor> microBatches, double lr)
     {
         foreach (var u in Units) u.Grad.zero_();
-        long localTokens = microBatches.Sum(b => b.shape[0] * (b.shape[1] - 1));
+        // Targets are counted on the rows as given (host memory in the trainer), before they move to the device.
+        long localTokens = microBatches.Sum(b => _labels.CountTargets(b));
         double globalTokens = AllReduceSum(localTokens);
+        // Nothing to learn anywhere (e.g. every row of a fine-tuning step is prompt): every rank sees the same sum, so
+        // all skip together before any gather is queued, as the one-process engine skips.
+        if (globalTokens == 0) return new StepResult(double.NaN, 0, Skipped: true, 0);
         double lossSum = 0;
         foreach (var batch in microBatches)
         {
             using var scope = NewDisposeScope();
-            var ids = batch.to(_model.Device);
-            long t = ids.shape[1] - 1;
-            lossSum += ForwardBackward(ids.narrow(1, 0, t), ids.narrow(1, 1, t), globalTokens);
+            var (inputs, labels) = _labels.Split(batch.to(_model.Device));
+            lossSum += ForwardBackward(inputs, labels, globalTokens);
         }
         _worker?.Drain(); // the queued reduce-scatters have landed in Grad before anything reads it
         foreach (var u in Units) u.AllReduceGradients();
@@ -298,7 +306,8 @@ public sealed class FsdpTrainStep : ITrainStep
         var top = layerInputs[^1].detach().requires_grad_(true);
         // fp32 softmax whatever the compute dtype, as the single-process engine does.
         var logits = _model.Logits(_model.FinalNorm.forward(top)).to(ScalarType.Float32);
-        var nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), reduction: nn.Reduction.Sum);
+        var nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1),
+            ignore_index: IBatchLabels.IgnoreIndex, reduction: nn.Reduction.Sum);
         (nll / globalTokens).backward();
         var grad = top.grad ?? throw new InvalidOperationException("no gradient reached the last hidden state");
         Reduce(_head);
@@ -330,9 +339,8 @@ public sealed class FsdpTrainStep : ITrainStep
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var ids = batch.to(_model.Device);
-        long t = ids.shape[1] - 1;
-        var inputs = ids.narrow(1, 0, t);
+        var (inputs, labels) = _labels.Split(batch.to(_model.Device));
+        long t = inputs.shape[1];
         var rope = _model.Rotary.Tables(0, t, _model.Device, _model.Dtype);
         Use(_embedding, _layers.Length > 0 ? _layers[0] : _head);
         var h = _model.Embedding.forward(inputs);
@@ -347,10 +355,9 @@ public sealed class FsdpTrainStep : ITrainStep
         var logits = _model.Logits(_model.FinalNorm.forward(h)).to(ScalarType.Float32);
         Done(_head);
         if (KeepEmbedding) Done(_embedding);
-        var labels = ids.narrow(1, 1, t);
-        var sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), reduction: nn.Reduction.None)
-            .to(ScalarType.Float64).sum();
-        return new EvalSums(sum.item<double>(), labels.numel());
+        var sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1),
+            ignore_index: IBatchLabels.IgnoreIndex, reduction: nn.Reduction.None).to(ScalarType.Float64).sum();
+        return new EvalSums(sum.item<double>(), _labels.CountTargets(batch));
     }
 
     /// <summary>

@@ -32,7 +32,10 @@ public sealed record FinetuneConfig
     public double Epochs { get; set; } = 3;
     public long? MaxSteps { get; set; }
     public int MicroBatch { get; set; } = 4;
+    /// <summary>Rows per optimizer step = micro_batch × grad_accum, whatever the number of ranks (each rank trains on its block of them).</summary>
     public int GradAccum { get; set; } = 1;
+    /// <summary>Several ranks (method full): parallel.strategy full_shard | shard_grad_op | no_shard, as in pretraining.</summary>
+    public ParallelSection Parallel { get; set; } = new();
     public OptimizerSection Optimizer { get; set; } = new() { Lr = 1e-5, WeightDecay = 0.0 };
     public ScheduleSection Schedule { get; set; } = new() { WarmupRatio = 0.03, MinLrRatio = 0.0 };
     public ulong Seed { get; set; } = 1234;

@@ -110,6 +110,7 @@ public static class FinetuneConfigLoader
         Check(c.MinPromptTokens + c.MinResponseTokens <= c.SeqLen + 1, "min_prompt_tokens + min_response_tokens must fit in seq_len + 1");
         Check(c.MaxSteps is > 0 || (c.MaxSteps is null && c.Epochs > 0 && double.IsFinite(c.Epochs)), "set epochs (> 0) or max_steps (> 0)");
         Check(c.MicroBatch > 0 && c.GradAccum > 0, "micro_batch and grad_accum must be > 0");
+        Check(ParallelSection.Strategies.Contains(c.Parallel.Strategy), $"parallel.strategy must be one of {string.Join(", ", ParallelSection.Strategies)}, not '{c.Parallel.Strategy}'");
         Check(c.Precision is "fp32" or "bf16", $"precision must be fp32 or bf16, not '{c.Precision}'");
         Check(c.Optimizer.Lr > 0, "optimizer.lr must be > 0");
         Check(c.Optimizer.Beta1 is >= 0 and < 1 && c.Optimizer.Beta2 is >= 0 and < 1, "optimizer.beta1/beta2 must be in [0,1)");

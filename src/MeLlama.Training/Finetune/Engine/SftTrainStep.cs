@@ -67,8 +67,9 @@ public sealed class SftTrainStep : ITrainStep
             _optimizer.ZeroGrad();
             return new StepResult(meanLoss, norm, Skipped: true, targets);
         }
-        if (_options.GradClip > 0 && norm > _options.GradClip) _optimizer.ScaleGrads(_options.GradClip / (norm + 1e-6));
-        _optimizer.Step(lr);
+        // Clipping folded into the update (as SingleProcessTrainStep does): no pass over the gradients to scale them.
+        double clip = _options.GradClip > 0 && norm > _options.GradClip ? _options.GradClip / (norm + 1e-6) : 1.0;
+        _optimizer.Step(lr, gradScale: clip);
         return new StepResult(meanLoss, norm, Skipped: false, targets);
     }
 

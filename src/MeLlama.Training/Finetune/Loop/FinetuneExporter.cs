@@ -4,6 +4,7 @@ using MeLlama.Core.IO;
 using MeLlama.Tokenization;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Engine;
+using MeLlama.Training.Engine.Sharded;
 using MeLlama.Training.Export;
 using MeLlama.Training.Finetune.Config;
 using MeLlama.Training.Finetune.Lora;
@@ -55,6 +56,20 @@ public static class FinetuneExporter
         var template = FinetuneModelBuilder.LoadTemplate(config);
         string? storedBase = config.Model.InitFrom is null && config.Method == "lora" ? Path.Combine(dir, FinetuneCheckpointFiles.BaseModel) : null;
 
+        string full = Path.GetFullPath(outDir);
+        if (ShardedCheckpoint.IsSharded(dir))
+        {
+            // Sharded runs train every weight (method full): the consolidated slices are the whole model, so the base is
+            // not rebuilt (a 70B base would be read for nothing).
+            if (config.Method != "full") throw new InvalidDataException($"{dir} is sharded but was trained with method {config.Method}");
+            var modelConfig = LlamaConfig.FromHfJson(Path.Combine(dir, CheckpointFiles.ModelConfig));
+            var consolidated = HfExporter.ReadWeights(dir);
+            try { FinetunedModelWriter.Write(modelConfig, consolidated, full, dtype, tokenizer, template, Provenance); }
+            finally { foreach (var (_, t) in consolidated) t.Dispose(); }
+            log.Information("Exported sharded fine-tuning checkpoint {Checkpoint} (step {Step}, full) to {Out}; chat template {Template}", dir, check.Step, full, template.Id);
+            return full;
+        }
+
         using var built = FinetuneModelBuilder.Build(config, tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId, CPU, ScalarType.Float32, storedBase);
         string weights = Path.Combine(dir, CheckpointFiles.Model);
         using (var reader = SafeTensorsReader.Open(weights))
@@ -85,7 +100,6 @@ public static class FinetuneExporter
             ["tokenizer"] = tokenizer.Name,
         }) + "\n");
 
-        string full = Path.GetFullPath(outDir);
         if (built.Lora is null)
             FinetunedModelWriter.Write(built.Model.Config, built.Model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).ToList(), full, dtype, tokenizer, template, Provenance);
         else if (mode == AdapterExportMode.Merge)

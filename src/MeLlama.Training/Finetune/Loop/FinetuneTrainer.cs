@@ -4,6 +4,7 @@ using MeLlama.Tokenization;
 using MeLlama.Training.Checkpointing;
 using MeLlama.Training.Config;
 using MeLlama.Training.Engine;
+using MeLlama.Training.Engine.Sharded;
 using MeLlama.Training.Finetune.Config;
 using MeLlama.Training.Finetune.Data;
 using MeLlama.Training.Finetune.Engine;
@@ -18,7 +19,11 @@ using static TorchSharp.torch;
 namespace MeLlama.Training.Finetune.Loop;
 
 /// <summary>How one fine-tuning invocation runs: the controls every trainer takes (log, resume, time limit, signals, progress, test hook).</summary>
-public sealed record FinetuneOptions : RunControls;
+public sealed record FinetuneOptions : RunControls
+{
+    /// <summary>The ranks of a sharded run (<c>method: full</c> only); null: one process.</summary>
+    public TrainingWorld? World { get; init; }
+}
 
 /// <summary>
 /// Instruction tuning with the pretraining machinery: the same checkpoint store (atomic, verified, pruned, newest good
@@ -27,6 +32,11 @@ public sealed record FinetuneOptions : RunControls;
 /// pretraining: the data (instruction conversations → masked rows, <see cref="SftDataset"/>), the loss (assistant tokens
 /// only, <see cref="SftTrainStep"/>), the model (frozen base + LoRA adapters, or full), and what a checkpoint holds
 /// (the trained weights only; the base is reloaded from model.init_from).
+/// <para>Several ranks (<see cref="FinetuneOptions.World"/>, <c>method: full</c>): the FSDP engine of pretraining with
+/// the fine-tuning loss (<see cref="SftLabels"/>), a model that starts on the meta device (each rank reads only its
+/// slices of model.init_from), every rank drawing the same global batch and keeping its block
+/// (<see cref="RankShareSource"/>), sharded checkpoints that resume on any number of ranks, and an evaluation whose sums
+/// are reduced over ranks. Only rank 0 writes metrics and the run's files.</para>
 /// </summary>
 public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions options)
 {
@@ -41,17 +51,28 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
     TrainOutcome? RunOnce(RunAttempts attempts)
     {
         var c = config;
-        var device = ModelFactory.ResolveDevice(c.Device);
+        var world = options.World ?? TrainingWorld.Single();
+        var device = TrainingWorld.ResolveDevice(c.Device, world.Environment);
         var dtype = ModelFactory.ComputeDtype(c.Precision);
+        if (world.IsDistributed)
+        {
+            if (c.Method != "full") throw new ConfigError(LoraNeedsOneProcess(world.Rank, world.Size));
+            // A rank started with other overrides would train something else while exchanging gradients with the rest.
+            world.RequireSame("the resolved recipe", FinetuneConfigLoader.ToJson(c));
+        }
 
         // ---- where to start
-        var start = RunStart.Open(c.RunDir, c.Threads, c.Seed, TrainingWorld.Single(), options, attempts, checkResumable: CheckCompatible);
+        var start = RunStart.Open(c.RunDir, c.Threads, c.Seed, world, options, attempts, checkResumable: CheckCompatible,
+            filesVerifiedWhileLoading: world.IsDistributed ? ShardedCheckpoint.FilesVerifiedWhileLoading(world.Size, ShardingStrategies.Parse(c.Parallel.Strategy)) : null);
         var (resumeFrom, state) = (start.ResumeFrom, start.State);
 
         // ---- tokenizer, template, data
         var tokenizer = FinetuneModelBuilder.LoadTokenizer(c);
         var template = FinetuneModelBuilder.LoadTemplate(c);
-        var (train, eval) = LoadData(c, tokenizer, template);
+        var (train, eval) = LoadData(c, tokenizer, template, world.IsRoot);
+
+        if (StepEngines.UsesShardedEngine(world, resumeFrom?.Dir))
+            return RunSharded(start, world, attempts, tokenizer, template, train, eval, device, dtype);
 
         // ---- model and step engine
         string? storedBase = resumeFrom is not null && c.Model.InitFrom is null && c.Method == "lora" ? Path.Combine(resumeFrom.Dir, FinetuneCheckpointFiles.BaseModel) : null;
@@ -101,22 +122,116 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         }).Run();
     }
 
+    /// <summary>Why a LoRA run refuses to start as several ranks (exit 2).</summary>
+    public static string LoraNeedsOneProcess(int rank, int world) =>
+        $"LoRA fine-tuning runs on one GPU (one process), but this is rank {rank} of {world}; `method: full` shards across ranks " +
+        "(--set method=full), or start a LoRA run once: without `mellama launch`/torchrun, or with one Slurm task";
+
+    /// <summary>
+    /// Full fine-tuning with the sharded engine: several ranks, or one process continuing a sharded checkpoint. The model
+    /// is built on the meta device and each rank fills only its slices (from model.init_from, the seeded init, or the
+    /// checkpoint), so no rank ever holds the whole model in fp32.
+    /// </summary>
+    TrainOutcome? RunSharded(RunStart start, TrainingWorld world, RunAttempts attempts, ITextTokenizer tokenizer,
+        Inference.ChatTemplates.IChatTemplate template, SftDataset train, SftDataset? eval, Device device, ScalarType dtype)
+    {
+        var c = config;
+        var (resumeFrom, state) = (start.ResumeFrom, start.State);
+        if (c.Method != "full") throw new ConfigError($"{resumeFrom?.Dir} is a sharded checkpoint, which only method full writes; the config says {c.Method}");
+        LlamaConfig mc = resumeFrom != null ? LlamaConfig.FromHfJson(Path.Combine(resumeFrom.Dir, CheckpointFiles.ModelConfig))
+            : c.Model.InitFrom is { } hf ? HfCheckpoint.LoadConfig(hf)
+            : ModelFactory.FromArch(c.Model.Arch!, c.Model.InitStd, tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
+        if (tokenizer.VocabSize > mc.VocabSize)
+            throw new ConfigError($"the tokenizer has {tokenizer.VocabSize} ids but the model's vocabulary only {mc.VocabSize}");
+        if (c.SeqLen + 1 > mc.MaxPositionEmbeddings)
+            throw new ConfigError($"seq_len + 1 = {c.SeqLen + 1} exceeds the model's max_position_embeddings {mc.MaxPositionEmbeddings}");
+        using var model = ModelFactory.Meta(mc, dtype);
+        // One process continuing a sharded checkpoint (e.g. 8 GPUs → 1) needs the engine that reads and re-slices shards.
+        using var singleRankComm = world.IsDistributed ? null : new MeLlama.Distributed.SingleProcessCollectives();
+        if (singleRankComm != null) _log.Information("{Checkpoint} is sharded: continuing with the sharded engine on one rank", resumeFrom!.Dir);
+        using var masters = ShardedMasters.For(resumeFrom != null, c.Model.InitFrom, mc, c.Seed, device);
+        using var engine = StepEngines.CreateSharded(model, new TrainStepOptions(c.Optimizer.Beta1, c.Optimizer.Beta2, c.Optimizer.Eps,
+            c.Optimizer.WeightDecay, c.Optimizer.GradClip, ActivationCheckpointing: false), world.Comm ?? singleRankComm!, c.Parallel.Strategy,
+            masters.Source, device, SftLabels.Instance);
+        if (resumeFrom != null && !start.TryLoadState(engine, attempts.Rejected)) return null;
+
+        long totalSteps = TotalSteps(c, train.Rows.Count);
+        int rowsPerStep = checked(c.MicroBatch * c.GradAccum);
+        int perRank = RankShareSource.MicroBatchesFor(c.MicroBatch, rowsPerStep, world.Size);
+        int padding = RankShareSource.PaddingRows(c.MicroBatch, rowsPerStep, world.Size);
+        var schedule = CosineSchedule.Create(c.Optimizer.Lr, c.Schedule.MinLr, c.Schedule.MinLrRatio, c.Schedule.WarmupRatio, totalSteps);
+        if (world.IsRoot)
+        {
+            _log.Information("Fine-tuning (full, {Strategy} over {Ranks} rank(s)) a {Params:N0}-parameter model on {Device}, {Precision}; template {Template}; " +
+                             "{Rows} rows × {Epochs:F2} epochs = {Steps} steps of {RowsPerStep} rows × {SampleTokens} tokens; each rank runs {PerRank} micro-batch(es) of {Micro} rows",
+                c.Parallel.Strategy, world.Size, mc.ParameterCount(), device.ToString(), c.Precision, template.Id, train.Rows.Count,
+                totalSteps * (double)rowsPerStep / train.Rows.Count, totalSteps, rowsPerStep, c.SeqLen + 1, perRank, c.MicroBatch);
+            if (padding > 0)
+                _log.Warning("micro_batch × grad_accum = {Rows} rows per step do not split evenly into {Ranks} ranks × micro-batches of {Micro}: " +
+                             "{Padding} empty row(s) per step are computed for nothing; make grad_accum a multiple of the number of ranks", rowsPerStep, world.Size, c.MicroBatch, padding);
+        }
+
+        var stream = new SftSampleStream(train, c.Seed, state?.Sampler);
+        using var source = new RankShareSource(stream, c.MicroBatch, rowsPerStep, world.Rank, world.Size);
+        string resolvedConfig = FinetuneConfigLoader.ToJson(c);
+        if (world.IsRoot) AtomicFile.WriteAllText(Path.Combine(c.RunDir, FinetuneCheckpointFiles.Config), resolvedConfig);
+
+        return new TrainLoop(start, new LoopSettings
+        {
+            RunDir = c.RunDir, MicroBatch = c.MicroBatch, SeqLen = c.SeqLen, GradAccum = perRank, TotalSteps = totalSteps, MaxBadSteps = c.MaxBadSteps,
+            LogInterval = c.LogInterval, EvalInterval = c.Eval.Interval, CheckpointInterval = c.Checkpoint.Interval, KeepLast = c.Checkpoint.KeepLast,
+            Precision = c.Precision, Tensorboard = c.Tensorboard, TokenUnit = "assistant tokens trained on",
+        }, new LoopParts
+        {
+            Engine = engine, Source = source, Schedule = schedule, Device = device,
+            // The engine reports the global number of assistant tokens; throughput counts the global batch's row tokens.
+            TokensOf = result => result.Tokens, ProcessedTokensPerStep = (long)rowsPerStep * (c.SeqLen + 1),
+            Evaluate = eval is null || eval.Rows.Count == 0 || c.Eval.Batches == 0 ? null : () => [new EvalResult(EvalDomain, Evaluate(engine, eval, world))],
+            WriteRunFiles = tmp =>
+            {
+                File.WriteAllText(Path.Combine(tmp, FinetuneCheckpointFiles.Config), resolvedConfig);
+                File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
+            },
+            StepNote = () => $"epoch {stream.EpochProgress:F2}",
+        }).Run();
+    }
+
     /// <summary>The held-out set's name in metrics and <see cref="TrainOutcome.LastEval"/>.</summary>
     public const string EvalDomain = "instructions";
 
-    /// <summary>Assistant-token loss over the first eval.batches micro-batches of the held-out rows.</summary>
-    EvalSums Evaluate(ITrainStep engine, SftDataset eval)
+    /// <summary>
+    /// Assistant-token loss over the first eval.batches micro-batches of the held-out rows. On several ranks batch i is
+    /// rank (i mod N)'s; every rank runs as many forwards as the busiest one (the sharded engine gathers parameters in
+    /// each), ignores its padding forwards' results, and the sums are reduced, so every rank gets the one-process value.
+    /// </summary>
+    EvalSums Evaluate(ITrainStep engine, SftDataset eval, TrainingWorld? world = null)
     {
         var c = config;
-        var sums = new EvalSums();
+        int ranks = world?.Size ?? 1, rank = world?.Rank ?? 0;
         int width = eval.SampleTokens;
-        for (int start = 0, batches = 0; start < eval.Rows.Count && batches < c.Eval.Batches; start += c.MicroBatch, batches++)
+        int total = Math.Min(c.Eval.Batches, (eval.Rows.Count + c.MicroBatch - 1) / c.MicroBatch);
+        int rounds = (total + ranks - 1) / ranks;
+        var sums = new EvalSums();
+        for (int round = 0; round < rounds; round++)
         {
+            int batch = round * ranks + rank;
+            if (batch >= total)
+            {
+                using var padding = torch.zeros([1, width], ScalarType.Int64);
+                engine.Evaluate(padding);
+                continue;
+            }
+            int start = batch * c.MicroBatch;
             int n = Math.Min(c.MicroBatch, eval.Rows.Count - start);
             var buffer = new long[n * width];
             for (int i = 0; i < n; i++) eval.Rows[start + i].CopyTo(buffer, i * width);
             using var t = torch.tensor(buffer, [n, width]);
             sums += engine.Evaluate(t);
+        }
+        if (world is { IsDistributed: true })
+        {
+            var reduced = world.Sum(sums.SumNll, sums.Tokens);
+            sums = new EvalSums(reduced[0], (long)reduced[1]);
         }
         return sums;
     }
@@ -134,8 +249,10 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
             throw new ConfigError($"{checkpointDir} has LoRA rank {s.Rank} on {string.Join("/", s.TargetModules)}; the config asks for rank {c.Lora.Rank} on {string.Join("/", c.Lora.TargetModules)}");
     }
 
-    (SftDataset Train, SftDataset? Eval) LoadData(FinetuneConfig c, ITextTokenizer tokenizer, Inference.ChatTemplates.IChatTemplate template)
+    (SftDataset Train, SftDataset? Eval) LoadData(FinetuneConfig c, ITextTokenizer tokenizer, Inference.ChatTemplates.IChatTemplate template, bool logStats = true)
     {
+        // Every rank reads the same files; one copy of the report is enough.
+        var _log = logStats ? this._log : Serilog.Core.Logger.None;
         var policy = c.Data.Malformed == "skip" ? MalformedRecordPolicy.Skip : MalformedRecordPolicy.Error;
         List<InstructionExample> Read(IEnumerable<string> files)
         {
@@ -169,12 +286,12 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
 
         var sft = new SftOptions { SeqLen = c.SeqLen, Pack = c.Pack, MinPromptTokens = c.MinPromptTokens, MinResponseTokens = c.MinResponseTokens };
         var train = SftDataset.Build(trainExamples, template, tokenizer, sft);
-        LogStats("train", train.Stats);
+        if (logStats) LogStats("train", train.Stats);
         SftDataset? eval = null;
         if (evalExamples.Count > 0)
         {
             eval = SftDataset.Build(evalExamples, template, tokenizer, sft);
-            LogStats("eval", eval.Stats);
+            if (logStats) LogStats("eval", eval.Stats);
         }
         return (train, eval);
     }
