@@ -223,7 +223,7 @@ public sealed class TrainLoop(RunStart start, LoopSettings settings, LoopParts p
             _lastEval[domain] = loss;
             _firstEval.TryAdd(domain, loss);
             Record(new MetricRecord { Kind = "eval", Step = _step, Tokens = _tokens, Domain = domain, Loss = loss, Perplexity = Math.Exp(loss),
-                ElapsedSeconds = Elapsed(), Time = DateTimeOffset.UtcNow });
+                EvalTokens = sums.Tokens, ElapsedSeconds = Elapsed(), Time = DateTimeOffset.UtcNow });
             if (_world.IsRoot) _log.Information("Eval step {Step} {Domain}: loss {Loss:F4} (ppl {Ppl:F2}, {Tokens:N0} tokens)", _step, domain, loss, Math.Exp(loss), sums.Tokens);
         }
     }

@@ -144,7 +144,7 @@ public sealed class TrainingWorld : IDisposable
     public void RequireSame(string what, string text)
     {
         if (!Agree(text))
-            throw new ConfigError($"the ranks do not agree on {what}: every rank must be started with the same command, recipe and overrides");
+            throw new ConfigError($"the ranks do not agree on {what}: every rank must be started with the same command, recipe and overrides, and read the same input files");
     }
 
     /// <summary>Tells the other ranks that this one is failing, so their next collective fails at once with the reason.</summary>

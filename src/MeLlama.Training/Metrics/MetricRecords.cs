@@ -18,6 +18,8 @@ public sealed record MetricRecord
     /// <summary>Held-out domain name (eval records).</summary>
     public string? Domain { get; init; }
     public double? Perplexity { get; init; }
+    /// <summary>Tokens the held-out loss averages over (eval records; the sum over ranks when sharded).</summary>
+    public long? EvalTokens { get; init; }
     public double ElapsedSeconds { get; init; }
     public DateTimeOffset Time { get; init; }
 }

@@ -22,6 +22,7 @@ public class ShardedFinetuneStartTests
     [Theory]
     [InlineData(2, "full_shard")]
     [InlineData(2, "no_shard")]
+    [InlineData(3, "full_shard")] // 2 eval batches over 3 ranks: one rank runs only a padding forward
     public void ShardedRunFromInitFromMatchesOneProcess(int world, string strategy)
     {
         using var tmp = new TempDir();
@@ -57,5 +58,10 @@ public class ShardedFinetuneStartTests
         // Held-out loss reduced over ranks: the one-process value on every rank.
         foreach (var o in outcomes)
             Assert.True(Math.Abs(o.LastEval[FinetuneTrainer.EvalDomain] - one.LastEval[FinetuneTrainer.EvalDomain]) <= 1e-5 * one.LastEval[FinetuneTrainer.EvalDomain]);
+        // ...over the same tokens: a rank counting batches twice, or a padding forward's result, would change the count.
+        static long[] EvalTokens(string runDir) => File.ReadLines(Path.Combine(runDir, "metrics.jsonl"))
+            .Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!).Where(n => (string?)n["kind"] == "eval").Select(n => (long)n["eval_tokens"]!).ToArray();
+        Assert.NotEmpty(EvalTokens(tmp["one"]));
+        Assert.Equal(EvalTokens(tmp["one"]), EvalTokens(sharded));
     }
 }

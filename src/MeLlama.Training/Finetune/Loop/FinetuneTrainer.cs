@@ -137,6 +137,9 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
     {
         var c = config;
         var (resumeFrom, state) = (start.ResumeFrom, start.State);
+        // Every rank tokenised the data itself: a node that read another file at the same path (a node-local copy,
+        // a file still being written) would train on other rows without any error, so the rows are compared first.
+        if (world.IsDistributed) world.RequireSame("the tokenised training rows", RowsDigest(train));
         if (c.Method != "full") throw new ConfigError($"{resumeFrom?.Dir} is a sharded checkpoint, which only method full writes; the config says {c.Method}");
         LlamaConfig mc = resumeFrom != null ? LlamaConfig.FromHfJson(Path.Combine(resumeFrom.Dir, CheckpointFiles.ModelConfig))
             : c.Model.InitFrom is { } hf ? HfCheckpoint.LoadConfig(hf)
@@ -204,6 +207,14 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
     /// rank (i mod N)'s; every rank runs as many forwards as the busiest one (the sharded engine gathers parameters in
     /// each), ignores its padding forwards' results, and the sums are reduced, so every rank gets the one-process value.
     /// </summary>
+    /// <summary>Row count and XXH128 of the training rows (ids with the loss mask folded in), for the cross-rank check.</summary>
+    static string RowsDigest(SftDataset data)
+    {
+        using var digest = new ContentDigest(DigestAlgorithm.Xxh128);
+        foreach (var row in data.Rows) digest.Append(System.Runtime.InteropServices.MemoryMarshal.AsBytes(row.AsSpan()));
+        return $"{data.Rows.Count} rows, xxh128 {digest.FinishHex()}";
+    }
+
     EvalSums Evaluate(ITrainStep engine, SftDataset eval, TrainingWorld? world = null)
     {
         var c = config;
