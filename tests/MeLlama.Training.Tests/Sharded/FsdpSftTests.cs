@@ -82,23 +82,11 @@ public class FsdpSftTests
             Assert.Equal(expected[s].Tokens, counts.Sum());
             Assert.True(expected[s].Tokens < GlobalMicroBatches * MicroBatchSize * SeqLen, "some positions must be prompt");
         }
-        var results = new List<StepResult>[world];
-        var weights = new Dictionary<string, float[]>[world];
-        InProcessRanks.Run(world, comm =>
+        var (results, weights) = RunRanks(world, Steps, comm =>
         {
-            using var model = new LlamaForCausalLM(Tiny, seed: Seed);
-            using var engine = new FsdpTrainStep(model, comm, SftOptions, strategy, freeAfterUse, labels: SftLabels.Instance);
-            var mine = new List<StepResult>();
-            for (int s = 0; s < Steps; s++)
-            {
-                using var scope = NewDisposeScope();
-                mine.Add(engine.Step(SftRankBatch(s, comm.Rank, world), Lr(s)));
-            }
-            if (strategy == ShardingStrategy.FullShard)
-                foreach (var u in engine.Units) u.Gather();
-            results[comm.Rank] = mine;
-            weights[comm.Rank] = Weights(model);
-        });
+            var model = new LlamaForCausalLM(Tiny, seed: Seed);
+            return (model, new FsdpTrainStep(model, comm, SftOptions, strategy, freeAfterUse, labels: SftLabels.Instance));
+        }, (s, rank) => SftRankBatch(s, rank, world));
         for (int r = 0; r < world; r++)
         {
             AssertLossesMatch(expected, results[r], $"{strategyName} rank {r} of {world}");

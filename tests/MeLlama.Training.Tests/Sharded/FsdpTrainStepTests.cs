@@ -18,28 +18,17 @@ public class FsdpTrainStepTests(ITestOutputHelper output)
     {
         var strategy = ShardingStrategies.Parse(strategyName);
         var (expected, expectedWeights) = RunSingle(0, Steps);
-        var results = new List<StepResult>[world];
-        var weights = new Dictionary<string, float[]>[world];
-        InProcessRanks.Run(world, comm =>
+        var (results, weights) = RunRanks(world, Steps, comm =>
         {
             // No-shard ranks start from different random weights, to check that rank 0's are broadcast (as DDP
             // does); the sharded strategies take each slice from its owner's model, so their ranks share the init.
             long seed = strategy == ShardingStrategy.NoShard ? Seed + comm.Rank : Seed;
-            using var model = new LlamaForCausalLM(Tiny, seed: seed);
-            using var engine = new FsdpTrainStep(model, comm, Options, strategy, freeAfterUse, prefetch);
+            var model = new LlamaForCausalLM(Tiny, seed: seed);
+            var engine = new FsdpTrainStep(model, comm, Options, strategy, freeAfterUse, prefetch);
             Assert.Equal(strategy, engine.Strategy);
             Assert.Equal(prefetch, engine.Prefetch);
-            var mine = new List<StepResult>();
-            for (int s = 0; s < Steps; s++)
-            {
-                using var scope = NewDisposeScope();
-                mine.Add(engine.Step(RankBatch(s, comm.Rank, world), Lr(s)));
-            }
-            if (strategy == ShardingStrategy.FullShard)
-                foreach (var u in engine.Units) u.Gather(); // the full parameters as the shards now say
-            results[comm.Rank] = mine;
-            weights[comm.Rank] = Weights(model);
-        });
+            return (model, engine);
+        }, (s, rank) => RankBatch(s, rank, world));
         for (int r = 0; r < world; r++)
         {
             AssertLossesMatch(expected, results[r], $"{strategyName} rank {r} of {world}");
@@ -65,23 +54,11 @@ public class FsdpTrainStepTests(ITestOutputHelper output)
         var strategy = ShardingStrategies.Parse(strategyName);
         var (expected, expectedWeights) = RunSingle(0, Steps);
         var options = Options with { Kernel = MeLlama.Training.Optim.AdamWKernel.TorchFused };
-        var results = new List<StepResult>[world];
-        var weights = new Dictionary<string, float[]>[world];
-        InProcessRanks.Run(world, comm =>
+        var (results, weights) = RunRanks(world, Steps, comm =>
         {
-            using var model = new LlamaForCausalLM(Tiny, seed: Seed);
-            using var engine = new FsdpTrainStep(model, comm, options, strategy);
-            var mine = new List<StepResult>();
-            for (int s = 0; s < Steps; s++)
-            {
-                using var scope = NewDisposeScope();
-                mine.Add(engine.Step(RankBatch(s, comm.Rank, world), Lr(s)));
-            }
-            if (strategy == ShardingStrategy.FullShard)
-                foreach (var u in engine.Units) u.Gather();
-            results[comm.Rank] = mine;
-            weights[comm.Rank] = Weights(model);
-        });
+            var model = new LlamaForCausalLM(Tiny, seed: Seed);
+            return (model, new FsdpTrainStep(model, comm, options, strategy));
+        }, (s, rank) => RankBatch(s, rank, world));
         for (int r = 0; r < world; r++)
         {
             AssertLossesMatch(expected, results[r], $"fused {strategyName} rank {r} of {world}");

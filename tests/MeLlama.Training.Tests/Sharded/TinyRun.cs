@@ -99,6 +99,37 @@ static class TinyRun
         { 2, "no_shard", false, false }, { 3, "no_shard", false, false },
     };
 
+    /// <summary>
+    /// <paramref name="steps"/> steps of the engine <paramref name="build"/> makes on each of <paramref name="world"/>
+    /// in-process ranks (rank r trains on <paramref name="batch"/>(step, r)); each rank's step results and, after the
+    /// run, its full weights (full_shard gathers its units first).
+    /// </summary>
+    public static (List<StepResult>[] Results, Dictionary<string, float[]>[] Weights) RunRanks(int world, int steps,
+        Func<MeLlama.Distributed.ICollectives, (LlamaForCausalLM Model, Engine.Sharded.FsdpTrainStep Engine)> build, Func<int, int, IReadOnlyList<Tensor>> batch)
+    {
+        var results = new List<StepResult>[world];
+        var weights = new Dictionary<string, float[]>[world];
+        InProcessRanks.Run(world, comm =>
+        {
+            var (model, engine) = build(comm);
+            using (model)
+            using (engine)
+            {
+                var mine = new List<StepResult>();
+                for (int s = 0; s < steps; s++)
+                {
+                    using var scope = NewDisposeScope();
+                    mine.Add(engine.Step(batch(s, comm.Rank), Lr(s)));
+                }
+                if (engine.Strategy == Engine.Sharded.ShardingStrategy.FullShard)
+                    foreach (var u in engine.Units) u.Gather(); // the full parameters as the shards now say
+                results[comm.Rank] = mine;
+                weights[comm.Rank] = Weights(model);
+            }
+        });
+        return (results, weights);
+    }
+
     public static Dictionary<string, float[]> Weights(LlamaForCausalLM model) =>
         model.named_parameters().ToDictionary(p => p.name, p => p.parameter.data<float>().ToArray());
 
