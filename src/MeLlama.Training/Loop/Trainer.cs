@@ -140,11 +140,14 @@ public sealed class Trainer
             tokensPerStep, totalSteps, torch.get_num_threads(), world.IsDistributed ? $", {c.Parallel.Strategy} over {world.Size} ranks ({world.Comm!.Backend})" : "");
 
         // Only rank 0 measures (the ranks of a node share its cores); MFU is then per device: global tokens/s ÷ ranks.
-        double? peakFlops = null;
+        DevicePeak? peak = null;
         if (c.MeasurePeak && world.IsRoot)
         {
-            peakFlops = Throughput.MeasurePeakFlops(device, dtype);
-            _log.Information("Measured device peak: {Peak:F1} GFLOP/s ({Dtype} matmul)", peakFlops / 1e9, dtype);
+            double measured = Throughput.MeasurePeakFlops(device, dtype);
+            _log.Information("Measured device peak: {Peak:F1} GFLOP/s ({Dtype} matmul)", measured / 1e9, dtype);
+            peak = new DevicePeak(measured, () => Throughput.MeasurePeakFlops(device, dtype), (before, again) =>
+                _log.Information("Training ran faster than the measured device peak ({Before:F1} GFLOP/s; the machine was busy then): measured again, {Again:F1} GFLOP/s",
+                    before / 1e9, again / 1e9));
         }
 
         // ---- data
@@ -168,7 +171,7 @@ public sealed class Trainer
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.Config), ConfigLoader.ToJson(c));
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
             },
-            Mfu = peakFlops is { } peak ? tokensPerSecond => tokensPerSecond * flopsPerToken / (peak * world.Size) : null,
+            Mfu = peak is null ? null : tokensPerSecond => peak.Mfu(tokensPerSecond * flopsPerToken / world.Size),
         }).Run();
     }
 
