@@ -24,8 +24,8 @@ public static class FinetuneCommand
             "chat template recorded for export. Resumes by itself from the run folder's newest good checkpoint; `mellama export --checkpoint RUN` " +
             "writes the model (--adapter-mode merge|peft).\n" +
             "Exit codes: 0 finished; 1 failure; 2 bad config/input; 75 stopped by SIGTERM/SIGUSR1/SIGINT or --time-limit after saving: run again to continue.\n" +
-            "Sharded (method full): `mellama launch --nproc N -- finetune --set method=full ...` (or srun/torchrun) trains with parallel.strategy over N ranks; " +
-            "LoRA runs on one process.");
+            "Several ranks: `mellama launch --nproc N -- finetune ...` (or srun/torchrun); method full shards the model with parallel.strategy, " +
+            "method lora is data parallel (every rank holds the whole frozen base model and the same adapters; gradients summed over ranks).");
         foreach (var option in recipe.All) command.Options.Add(option);
         command.Options.Add(data);
         command.SetAction(parse =>
@@ -38,16 +38,9 @@ public static class FinetuneCommand
                 Console.WriteLine(FinetuneConfigLoader.ToJson(cfg));
                 return 0;
             }
-            // LoRA runs on one process; method full runs as one rank of a sharded job under launch/torchrun/srun. A LoRA
-            // run started as several ranks would have every rank train the same adapters into the same run folder:
-            // refuse before touching it.
             DistributedEnvironment env;
             try { env = Rendezvous.FromEnvironment(); }
             catch (DistributedEnvironmentException e) { return CommandFailures.Report(e, parse.InvocationConfiguration.Error, "finetune"); }
-            if (env.IsDistributed && cfg.Method != "full")
-                return CommandFailures.Report(new ConfigError(FinetuneTrainer.LoraNeedsOneProcess(env.Rank, env.WorldSize) +
-                    $" ({(env.Source == LaunchSource.Slurm ? "Slurm" : "RANK/WORLD_SIZE")} variables; scripts/slurm/instruct.sbatch)"),
-                    parse.InvocationConfiguration.Error, "finetune");
             var logOptions = GlobalOptions.LogOptions(parse, env.IsDistributed ? env.Rank : null);
             logOptions = logOptions with { JsonFile = PretrainCommand.RankLogFile(logOptions.JsonFile ?? Path.Combine(cfg.RunDir, "logs", "finetune.jsonl"), env) };
             using var log = LogSetup.Create(logOptions);

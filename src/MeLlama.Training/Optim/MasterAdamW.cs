@@ -121,6 +121,41 @@ public sealed class MasterAdamW : IDisposable
         }
     }
 
+    /// <summary>
+    /// Data parallelism: replaces every accumulated gradient by its sum over the ranks of <paramref name="comm"/>, in one
+    /// all-reduce of a flat fp32 buffer on <paramref name="device"/> (a parameter without a gradient on this rank counts
+    /// as zeros and has one afterwards, so every rank ends with the same gradients and the same later norm and update).
+    /// </summary>
+    public void AllReduceGradients(MeLlama.Distributed.ICollectives comm, Device device)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        long total = _slots.Sum(s => s.Master.numel());
+        var flat = zeros(total, ScalarType.Float32, device);
+        long offset = 0;
+        foreach (var s in _slots)
+        {
+            long n = s.Master.numel();
+            if (s.Grad is { } g) flat.narrow(0, offset, n).copy_(g.reshape(-1));
+            offset += n;
+        }
+        comm.AllReduce(flat, MeLlama.Distributed.ReduceOp.Sum);
+        offset = 0;
+        foreach (var s in _slots)
+        {
+            long n = s.Master.numel();
+            var summed = flat.narrow(0, offset, n).view(s.Master.shape);
+            if (s.GradAccumulator is { } acc)
+            {
+                acc.copy_(summed);
+                s.Accumulated = true;
+            }
+            else if (s.Param.grad is { } g) g.copy_(summed);
+            else s.Param.grad = summed.clone(); // the parameter keeps its own reference to the native tensor
+            offset += n;
+        }
+    }
+
     /// <summary>L2 norm of all accumulated gradients (NaN or ∞ when any gradient is not finite).</summary>
     public double GradNorm()
     {

@@ -1,3 +1,4 @@
+using MeLlama.Distributed;
 using MeLlama.Model;
 using MeLlama.Training.Engine;
 using MeLlama.Training.Finetune.Data;
@@ -13,19 +14,27 @@ namespace MeLlama.Training.Finetune.Engine;
 /// averaged over the whole step (each micro-batch's sum is divided by the step's total target count, so short and long
 /// replies weigh per token). The optimizer (<see cref="MasterAdamW"/>) covers the parameters that require gradients:
 /// the adapters under LoRA, everything under full fine-tuning; checkpoints hold those (fp32) and their moments.
+/// <para>Data parallel (<c>dataParallel</c> given, LoRA over several ranks): every rank holds the whole model and identical
+/// trainable weights (rank 0's, broadcast at construction), runs its block of the global batch, divides its NLL sums by the
+/// GLOBAL target count (summed over ranks first), and the gradients are summed over ranks before the norm and the update,
+/// so N ranks compute exactly the one-process step and stay identical. Only rank 0 writes checkpoint files.</para>
 /// </summary>
 public sealed class SftTrainStep : ITrainStep
 {
     readonly LlamaForCausalLM _model;
     readonly MasterAdamW _optimizer;
     readonly TrainStepOptions _options;
+    readonly ICollectives? _dataParallel;
 
-    public SftTrainStep(LlamaForCausalLM model, TrainStepOptions options)
+    /// <param name="dataParallel">The ranks to train with as data parallelism (null or one rank: one process).</param>
+    public SftTrainStep(LlamaForCausalLM model, TrainStepOptions options, ICollectives? dataParallel = null)
     {
         if (options.ActivationCheckpointing) throw new NotSupportedException("activation checkpointing is not implemented for fine-tuning yet");
         _model = model;
         _options = options;
+        _dataParallel = dataParallel is { WorldSize: > 1 } ? dataParallel : null;
         _model.train();
+        if (_dataParallel != null) BroadcastTrainable(_dataParallel);
         _optimizer = new MasterAdamW(model.named_parameters().Select(p => (p.name, p.parameter)), options.Beta1, options.Beta2, options.Eps, options.WeightDecay, options.Kernel);
         if (!_optimizer.ParameterNames.Any()) throw new InvalidOperationException("no parameter requires gradients: nothing to train");
     }
@@ -44,6 +53,7 @@ public sealed class SftTrainStep : ITrainStep
             using var scope = NewDisposeScope();
             targets += batch.narrow(1, 1, batch.shape[1] - 1).ge(0).sum().item<long>();
         }
+        if (_dataParallel != null) targets = AllReduce(_dataParallel, targets);
         if (targets == 0) return new StepResult(double.NaN, 0, Skipped: true, 0);
         double nllSum = 0;
         foreach (var batch in microBatches)
@@ -54,6 +64,11 @@ public sealed class SftTrainStep : ITrainStep
             (sum / targets).backward();
             _optimizer.AccumulateMicroBatchGradients();
             nllSum += sum.item<float>();
+        }
+        if (_dataParallel != null)
+        {
+            _optimizer.AllReduceGradients(_dataParallel, _model.Device);
+            nllSum = AllReduce(_dataParallel, nllSum);
         }
         double meanLoss = nllSum / targets;
         if (!double.IsFinite(meanLoss))
@@ -71,6 +86,36 @@ public sealed class SftTrainStep : ITrainStep
         double clip = _options.GradClip > 0 && norm > _options.GradClip ? _options.GradClip / (norm + 1e-6) : 1.0;
         _optimizer.Step(lr, gradScale: clip);
         return new StepResult(meanLoss, norm, Skipped: false, targets);
+    }
+
+    /// <summary>Rank 0's trainable weights on every rank (the seeded adapter init should agree already; this makes it so).</summary>
+    void BroadcastTrainable(ICollectives comm)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        foreach (var p in _model.parameters().Where(p => p.requires_grad))
+        {
+            var buffer = p.detach().to(ScalarType.Float32).contiguous().clone();
+            comm.Broadcast(buffer, root: 0);
+            p.copy_(buffer);
+        }
+    }
+
+    // On the model's device: the NCCL backend reduces CUDA tensors only, the TCP one CPU tensors.
+    long AllReduce(ICollectives comm, long value)
+    {
+        using var scope = NewDisposeScope();
+        var t = tensor(new[] { value }, ScalarType.Int64).to(_model.Device);
+        comm.AllReduce(t, ReduceOp.Sum);
+        return t.item<long>();
+    }
+
+    double AllReduce(ICollectives comm, double value)
+    {
+        using var scope = NewDisposeScope();
+        var t = tensor(new[] { value }, ScalarType.Float64).to(_model.Device);
+        comm.AllReduce(t, ReduceOp.Sum);
+        return t.item<double>();
     }
 
     /// <summary>Sum of token NLLs (fp32 softmax) over labelled positions of logits [B,T,V] against labels [B,T].</summary>
@@ -96,7 +141,11 @@ public sealed class SftTrainStep : ITrainStep
         }
     }
 
-    public void SaveState(string checkpointDir) => _optimizer.SaveTo(checkpointDir);
+    /// <summary>Writes the trained weights and moments; under data parallelism rank 0 alone (the ranks hold the same state).</summary>
+    public void SaveState(string checkpointDir)
+    {
+        if (_dataParallel is null || _dataParallel.Rank == 0) _optimizer.SaveTo(checkpointDir);
+    }
 
     public void LoadState(string checkpointDir, long optimizerSteps) => _optimizer.LoadFrom(checkpointDir, optimizerSteps);
 

@@ -12,6 +12,7 @@ using MeLlama.Training.Loop;
 using MeLlama.Training.Metrics;
 using MeLlama.Training.Optim;
 using MeLlama.Training.Runtime;
+using MeLlama.Training.Sources;
 using Serilog;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -21,7 +22,7 @@ namespace MeLlama.Training.Finetune.Loop;
 /// <summary>How one fine-tuning invocation runs: the controls every trainer takes (log, resume, time limit, signals, progress, test hook).</summary>
 public sealed record FinetuneOptions : RunControls
 {
-    /// <summary>The ranks of a sharded run (<c>method: full</c> only); null: one process.</summary>
+    /// <summary>The ranks of a multi-rank run (<c>method: full</c> sharded, <c>method: lora</c> data parallel); null: one process.</summary>
     public TrainingWorld? World { get; init; }
 }
 
@@ -37,6 +38,11 @@ public sealed record FinetuneOptions : RunControls
 /// slices of model.init_from), every rank drawing the same global batch and keeping its block
 /// (<see cref="RankShareSource"/>), sharded checkpoints that resume on any number of ranks, and an evaluation whose sums
 /// are reduced over ranks. Only rank 0 writes metrics and the run's files.</para>
+/// <para>Several ranks with <c>method: lora</c>: data parallelism. Every rank builds the whole model as one process does
+/// (frozen base from model.init_from plus the seeded adapters), trains on its block of the global batch
+/// (<see cref="RankShareSource"/>) and <see cref="SftTrainStep"/> sums the adapter gradients over ranks, normalised by
+/// the global target count: N ranks train what one process trains. Rank 0 writes the ordinary one-process LoRA
+/// checkpoint, which resumes on any number of ranks.</para>
 /// </summary>
 public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions options)
 {
@@ -56,14 +62,13 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         var dtype = ModelFactory.ComputeDtype(c.Precision);
         if (world.IsDistributed)
         {
-            if (c.Method != "full") throw new ConfigError(LoraNeedsOneProcess(world.Rank, world.Size));
             // A rank started with other overrides would train something else while exchanging gradients with the rest.
             world.RequireSame("the resolved recipe", FinetuneConfigLoader.ToJson(c));
         }
 
         // ---- where to start
         var start = RunStart.Open(c.RunDir, c.Threads, c.Seed, world, options, attempts, checkResumable: CheckCompatible,
-            filesVerifiedWhileLoading: world.IsDistributed ? ShardedCheckpoint.FilesVerifiedWhileLoading(world.Size, ShardingStrategies.Parse(c.Parallel.Strategy)) : null);
+            filesVerifiedWhileLoading: world.IsDistributed && c.Method == "full" ? ShardedCheckpoint.FilesVerifiedWhileLoading(world.Size, ShardingStrategies.Parse(c.Parallel.Strategy)) : null);
         var (resumeFrom, state) = (start.ResumeFrom, start.State);
 
         // ---- tokenizer, template, data
@@ -71,8 +76,12 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         var template = FinetuneModelBuilder.LoadTemplate(c);
         var (train, eval) = LoadData(c, tokenizer, template, world.IsRoot);
 
-        if (StepEngines.UsesShardedEngine(world, resumeFrom?.Dir))
+        // LoRA over several ranks is data parallel on the one-process engine; a sharded checkpoint still goes to
+        // RunSharded, which says that only method full writes those.
+        bool dataParallel = world.IsDistributed && c.Method == "lora" && !(resumeFrom != null && ShardedCheckpoint.IsSharded(resumeFrom.Dir));
+        if (!dataParallel && StepEngines.UsesShardedEngine(world, resumeFrom?.Dir))
             return RunSharded(start, world, attempts, tokenizer, template, train, eval, device, dtype);
+        if (dataParallel) world.RequireSame("the tokenised training rows", RowsDigest(train));
 
         // ---- model and step engine
         string? storedBase = resumeFrom is not null && c.Model.InitFrom is null && c.Method == "lora" ? Path.Combine(resumeFrom.Dir, FinetuneCheckpointFiles.BaseModel) : null;
@@ -82,26 +91,39 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         if (c.SeqLen + 1 > mc.MaxPositionEmbeddings)
             throw new ConfigError($"seq_len + 1 = {c.SeqLen + 1} exceeds the model's max_position_embeddings {mc.MaxPositionEmbeddings}");
         using var engine = new SftTrainStep(model, new TrainStepOptions(c.Optimizer.Beta1, c.Optimizer.Beta2, c.Optimizer.Eps,
-            c.Optimizer.WeightDecay, c.Optimizer.GradClip, ActivationCheckpointing: false));
+            c.Optimizer.WeightDecay, c.Optimizer.GradClip, ActivationCheckpointing: false), dataParallel ? world.Comm : null);
         if (resumeFrom != null && !start.TryLoadState(engine, attempts.Rejected)) return null;
         long trainable = model.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         long totalSteps = TotalSteps(c, train.Rows.Count);
         long rowsPerStep = (long)c.MicroBatch * c.GradAccum;
+        int perRank = RankShareSource.MicroBatchesFor(c.MicroBatch, checked((int)rowsPerStep), world.Size);
         var schedule = CosineSchedule.Create(c.Optimizer.Lr, c.Schedule.MinLr, c.Schedule.MinLrRatio, c.Schedule.WarmupRatio, totalSteps);
-        _log.Information("Fine-tuning ({Method}{Lora}) a {Params:N0}-parameter model on {Device}, {Precision}: {Trainable:N0} trainable parameters; " +
+        var log = world.IsRoot ? _log : Serilog.Core.Logger.None;
+        log.Information("Fine-tuning ({Method}{Lora}) a {Params:N0}-parameter model on {Device}, {Precision}: {Trainable:N0} trainable parameters; " +
                          "template {Template}; {Rows} rows × {Epochs:F2} epochs = {Steps} steps of {RowsPerStep} rows × {SampleTokens} tokens",
             c.Method, c.Method == "lora" ? $" r={c.Lora.Rank} alpha={c.Lora.Alpha} on {string.Join("/", c.Lora.TargetModules)}" : "",
             mc.ParameterCount(), device.ToString(), c.Precision, trainable, template.Id, train.Rows.Count,
             totalSteps * rowsPerStep / (double)train.Rows.Count, totalSteps, rowsPerStep, c.SeqLen + 1);
+        if (dataParallel)
+        {
+            log.Information("LoRA data parallel over {Ranks} ranks: each holds the whole model and runs {PerRank} micro-batch(es) of {Micro} rows per step; " +
+                            "adapter gradients are summed over ranks", world.Size, perRank, c.MicroBatch);
+            int padding = RankShareSource.PaddingRows(c.MicroBatch, checked((int)rowsPerStep), world.Size);
+            if (padding > 0)
+                log.Warning("micro_batch × grad_accum = {Rows} rows per step do not split evenly into {Ranks} ranks × micro-batches of {Micro}: " +
+                            "{Padding} empty row(s) per step are computed for nothing; make grad_accum a multiple of the number of ranks", rowsPerStep, world.Size, c.MicroBatch, padding);
+        }
 
-        using var source = new SftSampleStream(train, c.Seed, state?.Sampler);
+        var stream = new SftSampleStream(train, c.Seed, state?.Sampler);
+        // One process draws its micro-batches straight from the stream; data-parallel ranks each keep their block of the global batch.
+        using ISampleSource source = dataParallel ? new RankShareSource(stream, c.MicroBatch, checked((int)rowsPerStep), world.Rank, world.Size) : stream;
         string resolvedConfig = FinetuneConfigLoader.ToJson(c);
-        AtomicFile.WriteAllText(Path.Combine(c.RunDir, FinetuneCheckpointFiles.Config), resolvedConfig);
+        if (world.IsRoot) AtomicFile.WriteAllText(Path.Combine(c.RunDir, FinetuneCheckpointFiles.Config), resolvedConfig);
 
         // ---- the loop
         return new TrainLoop(start, new LoopSettings
         {
-            RunDir = c.RunDir, MicroBatch = c.MicroBatch, SeqLen = c.SeqLen, GradAccum = c.GradAccum, TotalSteps = totalSteps, MaxBadSteps = c.MaxBadSteps,
+            RunDir = c.RunDir, MicroBatch = c.MicroBatch, SeqLen = c.SeqLen, GradAccum = perRank, TotalSteps = totalSteps, MaxBadSteps = c.MaxBadSteps,
             LogInterval = c.LogInterval, EvalInterval = c.Eval.Interval, CheckpointInterval = c.Checkpoint.Interval, KeepLast = c.Checkpoint.KeepLast,
             Precision = c.Precision, Tensorboard = c.Tensorboard, TokenUnit = "assistant tokens trained on",
         }, new LoopParts
@@ -109,7 +131,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
             Engine = engine, Source = source, Schedule = schedule, Device = device,
             // A step counts the assistant tokens it trained on; throughput counts every row token it processed.
             TokensOf = result => result.Tokens, ProcessedTokensPerStep = rowsPerStep * (c.SeqLen + 1),
-            Evaluate = eval is null || eval.Rows.Count == 0 || c.Eval.Batches == 0 ? null : () => [new EvalResult(EvalDomain, Evaluate(engine, eval))],
+            Evaluate = eval is null || eval.Rows.Count == 0 || c.Eval.Batches == 0 ? null : () => [new EvalResult(EvalDomain, Evaluate(engine, eval, world))],
             WriteRunFiles = tmp =>
             {
                 if (c.Model.InitFrom is null && c.Method == "lora")
@@ -117,15 +139,11 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
                 File.WriteAllText(Path.Combine(tmp, FinetuneCheckpointFiles.Config), resolvedConfig);
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
             },
-            BeforeStep = step => built.Lora?.ReseedDropout(c.Seed, step),
-            StepNote = () => $"epoch {source.EpochProgress:F2}",
+            // Each rank its own dropout masks (rank 0 those of one process): the ranks train on different rows.
+            BeforeStep = step => built.Lora?.ReseedDropout(unchecked(c.Seed + (ulong)world.Rank * 0x9E3779B97F4A7C15UL), step),
+            StepNote = () => $"epoch {stream.EpochProgress:F2}",
         }).Run();
     }
-
-    /// <summary>Why a LoRA run refuses to start as several ranks (exit 2).</summary>
-    public static string LoraNeedsOneProcess(int rank, int world) =>
-        $"LoRA fine-tuning runs on one GPU (one process), but this is rank {rank} of {world}; `method: full` shards across ranks " +
-        "(--set method=full), or start a LoRA run once: without `mellama launch`/torchrun, or with one Slurm task";
 
     /// <summary>
     /// Full fine-tuning with the sharded engine: several ranks, or one process continuing a sharded checkpoint. The model
