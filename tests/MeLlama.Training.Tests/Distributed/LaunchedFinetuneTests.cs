@@ -184,7 +184,8 @@ public sealed partial class LaunchedFinetuneTests
 
     /// <summary>
     /// LoRA over 2 launched ranks is data parallel: the same losses and evals as one process (dropout off: the ranks draw
-    /// their own masks), one-process checkpoints written by rank 0 alone, and the step-3 one continues on 1 process.
+    /// their own masks), one-process checkpoints written by rank 0 alone, and the step-3 one continues on 1 process; the
+    /// one-process run's step-3 checkpoint continues on 2 ranks.
     /// </summary>
     [Fact]
     public void LoraOnTwoRanksMatchesOneProcessAndItsCheckpointResumesOnOne()
@@ -232,5 +233,19 @@ public sealed partial class LaunchedFinetuneTests
         Assert.Equal(TrainEnd.Completed, resumed.End);
         Assert.Equal(4, firstStep);
         AssertSameLosses(expected, TrainerHarness.TrainLosses(onOne), "2-rank LoRA checkpoint resumed on 1 process");
+
+        // The one-process run's step-3 checkpoint continued on 2 in-process ranks: every rank resumes from it.
+        string oneOnTwo = tmp["one-on-two"];
+        CopyRunUpTo(tmp["one"], oneOnTwo, step: 3);
+        var firstSteps = new long[2];
+        Sharded.InProcessRanks.Run(2, comm =>
+        {
+            using var w = TrainingWorld.Of(comm);
+            var outcome = new FinetuneTrainer(FinetuneConfigLoader.Load("demo", Config(oneOnTwo)),
+                new FinetuneOptions { World = w, AfterStep = s => { if (firstSteps[comm.Rank] == 0) firstSteps[comm.Rank] = s; } }).Run();
+            Assert.Equal(TrainEnd.Completed, outcome.End);
+        });
+        Assert.Equal([4L, 4L], firstSteps);
+        AssertSameLosses(expected, TrainerHarness.TrainLosses(oneOnTwo), "one-process LoRA checkpoint resumed on 2 ranks");
     }
 }

@@ -80,6 +80,8 @@ public class DataParallelLoraTests
                 double norm = Math.Sqrt(w.Sum(a => (double)a * a));
                 Assert.True(diff <= 1e-5 * norm, $"rank {r} {name}: ‖Δ‖/‖w‖ = {diff / norm:E2}");
                 if (LoraModel.IsAdapterParameter(name)) adapters++;
+                // Replicas in sync: the summed gradients, and so the updates, are bit-identical on every rank.
+                Assert.True(weights[0][name].AsSpan().SequenceEqual(weights[r][name]), $"rank {r} {name} differs from rank 0's");
             }
             Assert.Equal(2 * 3 * Tiny.NumLayers, adapters);
         }
