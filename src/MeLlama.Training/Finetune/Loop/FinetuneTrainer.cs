@@ -139,7 +139,8 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
                 File.WriteAllText(Path.Combine(tmp, FinetuneCheckpointFiles.Config), resolvedConfig);
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
             },
-            // Each rank its own dropout masks (rank 0 those of one process): the ranks train on different rows.
+            // Each rank draws its own dropout masks (one seed would give every rank the same masks on different rows);
+            // one process and rank 0 keep the run's seed.
             BeforeStep = step => built.Lora?.ReseedDropout(unchecked(c.Seed + (ulong)world.Rank * 0x9E3779B97F4A7C15UL), step),
             StepNote = () => $"epoch {stream.EpochProgress:F2}",
         }).Run();
