@@ -81,7 +81,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         bool dataParallel = world.IsDistributed && c.Method == "lora" && !(resumeFrom != null && ShardedCheckpoint.IsSharded(resumeFrom.Dir));
         if (!dataParallel && StepEngines.UsesShardedEngine(world, resumeFrom?.Dir))
             return RunSharded(start, world, attempts, tokenizer, template, train, eval, device, dtype);
-        if (dataParallel) world.RequireSame("the tokenised training rows", RowsDigest(train));
+        if (dataParallel) world.RequireSame("the tokenised training and eval rows", RowsDigest(train, eval));
 
         // ---- model and step engine
         string? storedBase = resumeFrom is not null && c.Model.InitFrom is null && c.Method == "lora" ? Path.Combine(resumeFrom.Dir, FinetuneCheckpointFiles.BaseModel) : null;
@@ -158,7 +158,7 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         var (resumeFrom, state) = (start.ResumeFrom, start.State);
         // Every rank tokenised the data itself: a node that read another file at the same path (a node-local copy,
         // a file still being written) would train on other rows without any error, so the rows are compared first.
-        if (world.IsDistributed) world.RequireSame("the tokenised training rows", RowsDigest(train));
+        if (world.IsDistributed) world.RequireSame("the tokenised training and eval rows", RowsDigest(train, eval));
         if (c.Method != "full") throw new ConfigError($"{resumeFrom?.Dir} is a sharded checkpoint, which only method full writes; the config says {c.Method}");
         LlamaConfig mc = resumeFrom != null ? LlamaConfig.FromHfJson(Path.Combine(resumeFrom.Dir, CheckpointFiles.ModelConfig))
             : c.Model.InitFrom is { } hf ? HfCheckpoint.LoadConfig(hf)
@@ -226,12 +226,16 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
     /// rank (i mod N)'s; every rank runs as many forwards as the busiest one (the sharded engine gathers parameters in
     /// each), ignores its padding forwards' results, and the sums are reduced, so every rank gets the one-process value.
     /// </summary>
-    /// <summary>Row count and XXH128 of the training rows (ids with the loss mask folded in), for the cross-rank check.</summary>
-    static string RowsDigest(SftDataset data)
+    /// <summary>
+    /// Row counts and XXH128 of the training and eval rows (ids with the loss mask folded in), for the cross-rank check:
+    /// ranks on other data would train differently, and ranks disagreeing on whether there is an eval set would not
+    /// even issue the same collectives.
+    /// </summary>
+    static string RowsDigest(SftDataset train, SftDataset? eval)
     {
         using var digest = new ContentDigest(DigestAlgorithm.Xxh128);
-        foreach (var row in data.Rows) digest.Append(System.Runtime.InteropServices.MemoryMarshal.AsBytes(row.AsSpan()));
-        return $"{data.Rows.Count} rows, xxh128 {digest.FinishHex()}";
+        foreach (var row in train.Rows.Concat(eval?.Rows ?? [])) digest.Append(System.Runtime.InteropServices.MemoryMarshal.AsBytes(row.AsSpan()));
+        return $"{train.Rows.Count} + {eval?.Rows.Count ?? 0} rows, xxh128 {digest.FinishHex()}";
     }
 
     EvalSums Evaluate(ITrainStep engine, SftDataset eval, TrainingWorld? world = null)
