@@ -117,33 +117,16 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         var stream = new SftSampleStream(train, c.Seed, state?.Sampler);
         // One process draws its micro-batches straight from the stream; data-parallel ranks each keep their block of the global batch.
         using ISampleSource source = dataParallel ? new RankShareSource(stream, c.MicroBatch, checked((int)rowsPerStep), world.Rank, world.Size) : stream;
-        string resolvedConfig = FinetuneConfigLoader.ToJson(c);
-        if (world.IsRoot) AtomicFile.WriteAllText(Path.Combine(c.RunDir, FinetuneCheckpointFiles.Config), resolvedConfig);
-
         // ---- the loop
-        return new TrainLoop(start, new LoopSettings
-        {
-            RunDir = c.RunDir, MicroBatch = c.MicroBatch, SeqLen = c.SeqLen, GradAccum = perRank, TotalSteps = totalSteps, MaxBadSteps = c.MaxBadSteps,
-            LogInterval = c.LogInterval, EvalInterval = c.Eval.Interval, CheckpointInterval = c.Checkpoint.Interval, KeepLast = c.Checkpoint.KeepLast,
-            Precision = c.Precision, Tensorboard = c.Tensorboard, TokenUnit = "assistant tokens trained on",
-        }, new LoopParts
-        {
-            Engine = engine, Source = source, Schedule = schedule, Device = device,
-            // A step counts the assistant tokens it trained on; throughput counts every row token it processed.
-            TokensOf = result => result.Tokens, ProcessedTokensPerStep = rowsPerStep * (c.SeqLen + 1),
-            Evaluate = eval is null || eval.Rows.Count == 0 || c.Eval.Batches == 0 ? null : () => [new EvalResult(EvalDomain, Evaluate(engine, eval, world))],
-            WriteRunFiles = tmp =>
+        return Loop(start, engine, source, stream, schedule, device, eval, world, mc, totalSteps, perRank, rowsPerStep,
+            writeExtra: tmp =>
             {
                 if (c.Model.InitFrom is null && c.Method == "lora")
                     SafeTensorsWriter.Write(Path.Combine(tmp, FinetuneCheckpointFiles.BaseModel), built.Lora!.BaseParameters(), new Dictionary<string, string> { ["format"] = "pt" });
-                File.WriteAllText(Path.Combine(tmp, FinetuneCheckpointFiles.Config), resolvedConfig);
-                File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
             },
             // Each rank draws its own dropout masks (one seed would give every rank the same masks on different rows);
             // one process and rank 0 keep the run's seed.
-            BeforeStep = step => built.Lora?.ReseedDropout(unchecked(c.Seed + (ulong)world.Rank * 0x9E3779B97F4A7C15UL), step),
-            StepNote = () => $"epoch {stream.EpochProgress:F2}",
-        }).Run();
+            beforeStep: step => built.Lora?.ReseedDropout(unchecked(c.Seed + (ulong)world.Rank * 0x9E3779B97F4A7C15UL), step));
     }
 
     /// <summary>
@@ -195,9 +178,20 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
 
         var stream = new SftSampleStream(train, c.Seed, state?.Sampler);
         using var source = new RankShareSource(stream, c.MicroBatch, rowsPerStep, world.Rank, world.Size);
+        return Loop(start, engine, source, stream, schedule, device, eval, world, mc, totalSteps, perRank, rowsPerStep);
+    }
+
+    /// <summary>
+    /// The fine-tuning loop all three paths share (one process, data-parallel LoRA, sharded full): writes the resolved
+    /// recipe (rank 0), counts assistant tokens per step and every row token for throughput, evaluates over ranks.
+    /// </summary>
+    TrainOutcome? Loop(RunStart start, ITrainStep engine, ISampleSource source, SftSampleStream stream, CosineSchedule schedule, Device device,
+        SftDataset? eval, TrainingWorld world, LlamaConfig mc, long totalSteps, int perRank, long rowsPerStep,
+        Action<string>? writeExtra = null, Action<long>? beforeStep = null)
+    {
+        var c = config;
         string resolvedConfig = FinetuneConfigLoader.ToJson(c);
         if (world.IsRoot) AtomicFile.WriteAllText(Path.Combine(c.RunDir, FinetuneCheckpointFiles.Config), resolvedConfig);
-
         return new TrainLoop(start, new LoopSettings
         {
             RunDir = c.RunDir, MicroBatch = c.MicroBatch, SeqLen = c.SeqLen, GradAccum = perRank, TotalSteps = totalSteps, MaxBadSteps = c.MaxBadSteps,
@@ -206,14 +200,16 @@ public sealed class FinetuneTrainer(FinetuneConfig config, FinetuneOptions optio
         }, new LoopParts
         {
             Engine = engine, Source = source, Schedule = schedule, Device = device,
-            // The engine reports the global number of assistant tokens; throughput counts the global batch's row tokens.
-            TokensOf = result => result.Tokens, ProcessedTokensPerStep = (long)rowsPerStep * (c.SeqLen + 1),
+            // A step counts the (global) assistant tokens it trained on; throughput counts the global batch's row tokens.
+            TokensOf = result => result.Tokens, ProcessedTokensPerStep = rowsPerStep * (c.SeqLen + 1),
             Evaluate = eval is null || eval.Rows.Count == 0 || c.Eval.Batches == 0 ? null : () => [new EvalResult(EvalDomain, Evaluate(engine, eval, world))],
             WriteRunFiles = tmp =>
             {
+                writeExtra?.Invoke(tmp);
                 File.WriteAllText(Path.Combine(tmp, FinetuneCheckpointFiles.Config), resolvedConfig);
                 File.WriteAllText(Path.Combine(tmp, CheckpointFiles.ModelConfig), mc.ToHfJson("float32"));
             },
+            BeforeStep = beforeStep,
             StepNote = () => $"epoch {stream.EpochProgress:F2}",
         }).Run();
     }
