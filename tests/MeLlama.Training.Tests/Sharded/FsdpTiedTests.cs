@@ -72,11 +72,7 @@ public class FsdpTiedTests(ITestOutputHelper output)
         {
             AssertLossesMatch(expected, results[r], $"tied {strategyName} rank {r} of {world}");
             Assert.Equal(expectedWeights.Keys.Order(StringComparer.Ordinal), weights[r].Keys.Order(StringComparer.Ordinal));
-            foreach (var (name, w) in expectedWeights)
-            {
-                double maxDiff = w.Zip(weights[r][name], (a, b) => Math.Abs(a - b)).Max();
-                Assert.True(maxDiff < 1e-5, $"rank {r} {name}: max |Δ| {maxDiff}");
-            }
+            AssertWeightsMatch(expectedWeights, weights[r], $"rank {r}");
         }
         Assert.True(expected.Any(r => r.GradNorm > Options.GradClip), "the run should exercise clipping");
     }

@@ -32,11 +32,7 @@ public class FsdpTrainStepTests(ITestOutputHelper output)
         for (int r = 0; r < world; r++)
         {
             AssertLossesMatch(expected, results[r], $"{strategyName} rank {r} of {world}");
-            foreach (var (name, w) in expectedWeights)
-            {
-                double maxDiff = w.Zip(weights[r][name], (a, b) => Math.Abs(a - b)).Max();
-                Assert.True(maxDiff < 1e-5, $"rank {r} {name}: max |Δ| {maxDiff}");
-            }
+            AssertWeightsMatch(expectedWeights, weights[r], $"rank {r}");
         }
         Assert.True(expected.Any(r => r.GradNorm > Options.GradClip), "the run should exercise clipping; grad norms " + string.Join(", ", expected.Select(r => r.GradNorm)));
     }
@@ -62,11 +58,7 @@ public class FsdpTrainStepTests(ITestOutputHelper output)
         for (int r = 0; r < world; r++)
         {
             AssertLossesMatch(expected, results[r], $"fused {strategyName} rank {r} of {world}");
-            foreach (var (name, w) in expectedWeights)
-            {
-                double maxDiff = w.Zip(weights[r][name], (a, b) => Math.Abs(a - b)).Max();
-                Assert.True(maxDiff < 1e-5, $"fused, rank {r} {name}: max |Δ| {maxDiff}");
-            }
+            AssertWeightsMatch(expectedWeights, weights[r], $"fused, rank {r}");
         }
     }
 

@@ -133,6 +133,16 @@ static class TinyRun
     public static Dictionary<string, float[]> Weights(LlamaForCausalLM model) =>
         model.named_parameters().ToDictionary(p => p.name, p => p.parameter.data<float>().ToArray());
 
+    /// <summary>Every expected weight tensor within 1e-5 (max absolute elementwise difference) of <paramref name="actual"/>'s.</summary>
+    public static void AssertWeightsMatch(Dictionary<string, float[]> expected, Dictionary<string, float[]> actual, string what)
+    {
+        foreach (var (name, w) in expected)
+        {
+            double maxDiff = w.Zip(actual[name], (a, b) => Math.Abs(a - b)).Max();
+            Assert.True(maxDiff < 1e-5, $"{what} {name}: max |Δ| {maxDiff}");
+        }
+    }
+
     public static void AssertLossesMatch(IReadOnlyList<StepResult> expected, IReadOnlyList<StepResult> actual, string what)
     {
         Assert.Equal(expected.Count, actual.Count);
